@@ -1,0 +1,1 @@
+"""aqcast features package."""

@@ -1,0 +1,1 @@
+"""aqcast serving package."""

@@ -1,0 +1,1 @@
+"""aqcast training package."""
