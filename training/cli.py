@@ -41,7 +41,9 @@ def build_app() -> typer.Typer:
 def main() -> None:
     """Console-script entry point."""
     try:
-        build_app()(standalone_mode=False)
+        rc = build_app()(standalone_mode=False)
+        if isinstance(rc, int) and rc != 0:
+            sys.exit(rc)
     except DataError as err:
         for problem in err.problems:
             typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
