@@ -1,0 +1,70 @@
+"""Architecture hyper-parameters of the deep model (embedded by the training YAML config as `model:`)."""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SPECIES: tuple[str, ...] = ("pm25", "o3")
+QUANTILES: tuple[float, ...] = (0.1, 0.5, 0.9)
+POLLUTANTS: tuple[str, ...] = ("pm25", "pm10", "so2", "no2", "co", "o3")
+
+
+class ModelConfig(BaseModel):
+    """Hyper-parameters of `models.net.AQNet`.
+
+    history/leads are fixed at build time (the ONNX graph has fixed H and L, dynamic batch).
+    `spread_sigmas` are Gaussian scales in grid cells for the normalized convolution that spreads sparse
+    station values over the grid, applied to the last `spread_recent` hours and every `spread_stride`-th
+    hour before (all hours still enter as raw value + mask); `dilations` sets the encoder's residual blocks (receptive field
+    1 + 2*sum(dilations) cells, plus 3*max(sigma) for the spreading).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "aqnet"
+    history: int = Field(24, ge=1)
+    leads: int = Field(72, ge=1)
+    species: tuple[str, ...] = SPECIES
+    quantiles: tuple[float, float, float] = QUANTILES
+    spread_sigmas: tuple[float, ...] = (1.5, 4.0, 10.0)
+    spread_truncate: float = Field(3.0, gt=0)
+    history_forcing_stride: int = Field(3, ge=1)
+    spread_recent: int = Field(6, ge=1)
+    spread_stride: int = Field(3, ge=1)
+    hidden: int = Field(48, ge=4)
+    dilations: tuple[int, ...] = (1, 2, 4, 1, 2, 4)
+    decoder_hidden: int = Field(32, ge=4)
+    decoder_kernel: int = Field(1, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    persistence_skip: bool = True
+
+    @field_validator("quantiles")
+    @classmethod
+    def _monotone(cls, q: tuple[float, float, float]) -> tuple[float, float, float]:
+        if not (0 < q[0] < q[1] < q[2] < 1):
+            raise ValueError(f"quantiles must be increasing in (0, 1), got {q}")
+        return q
+
+    @field_validator("decoder_kernel")
+    @classmethod
+    def _odd(cls, k: int) -> int:
+        if k % 2 == 0:
+            raise ValueError("decoder_kernel must be odd")
+        return k
+
+    @field_validator("species")
+    @classmethod
+    def _species(cls, s: tuple[str, ...]) -> tuple[str, ...]:
+        if tuple(s) != SPECIES:
+            raise ValueError(f"species must be {SPECIES} (the output contract)")
+        return tuple(s)
+
+    def spread_hours(self) -> list[int]:
+        """History indices (0 = oldest, history-1 = init hour) that get the multi-scale spreading."""
+        h = self.history
+        recent = set(range(max(0, h - self.spread_recent), h))
+        return sorted(recent | set(range((h - 1) % self.spread_stride, h, self.spread_stride)))
+
+    def receptive_field_cells(self) -> int:
+        """Half-width (cells) beyond which an input cannot influence an output cell; tile overlap >= this."""
+        spread = int(max(self.spread_sigmas) * self.spread_truncate + 0.5) if self.spread_sigmas else 0
+        return spread + sum(self.dilations) + 1 + self.decoder_kernel // 2

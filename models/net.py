@@ -1,0 +1,139 @@
+"""AQNet: gridded PM2.5/O3 quantile forecaster from sparse station history + known-future forcings.
+
+Pipeline (all fully convolutional, limited receptive field, so large grids can be tiled):
+1. normalise inputs with buffered statistics (pollutants in log1p space), zero where masked;
+2. spread every observed channel and hour with a multi-scale normalized convolution (value + confidence);
+3. fold history into channels (obs features every hour, forcing every `history_forcing_stride` hours),
+   add static fields, 1x1 stem, dilated residual encoder -> state z [B, hidden, Y, X];
+4. shared per-lead decoder: z + projected forcing at valid time (+ its running mean since init) + lead
+   embedding -> 6 channels (2 species x {p50, lower gap, upper gap});
+5. p50 (normalised log space) = head + alpha[lead, species] * spread last observation (persistence skip);
+   p10 = p50 - softplus, p90 = p50 + softplus (monotone), expm1 back to ug m-3, then relu (non-negative).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.config import ModelConfig
+from models.normalize import Normalizer, base_name
+from models.spread import NormalizedConv
+
+
+class ResBlock(nn.Module):
+    """x + conv(gelu(conv(gelu(x)))) with dilation; second conv zero-initialised (starts as identity)."""
+
+    def __init__(self, ch: int, dilation: int, dropout: float):
+        super().__init__()
+        self.c1 = nn.Conv2d(ch, ch, 3, padding=dilation, dilation=dilation)
+        self.c2 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.drop = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+        nn.init.zeros_(self.c2.weight)
+        nn.init.zeros_(self.c2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.c2(self.drop(F.gelu(self.c1(F.gelu(x)))))
+
+
+class AQNet(nn.Module):
+    """forward(obs, obs_mask, forcing, forcing_mask, static) -> [B, L, 2, 3, Y, X] in ug m-3."""
+
+    def __init__(self, cfg: ModelConfig, channels: Mapping[str, Sequence[str]],
+                 norm_stats: Mapping[str, Mapping[str, Any]]):
+        super().__init__()
+        self.cfg = cfg
+        self.obs_names = list(channels.get("obs", []))
+        self.forcing_names = list(channels.get("forcing", []))
+        self.static_names = list(channels.get("static", []))
+        if not self.obs_names or not self.forcing_names:
+            raise ValueError("AQNet needs at least one obs and one forcing channel")
+        h, n_leads = cfg.history, cfg.leads
+        co, cf, cs = len(self.obs_names), len(self.forcing_names), len(self.static_names)
+        self.obs_norm = Normalizer(self.obs_names, norm_stats)
+        self.forcing_norm = Normalizer(self.forcing_names, norm_stats)
+        self.static_norm = Normalizer(self.static_names, norm_stats)
+        self.target_norm = Normalizer([f"obs_{s}" for s in cfg.species], norm_stats)
+        bases = [base_name(n) for n in self.obs_names]
+        self.species_idx = [bases.index(s) if s in bases else -1 for s in cfg.species]
+        self.spread = NormalizedConv(cfg.spread_sigmas, cfg.spread_truncate)
+        n_s = self.spread.n_scales
+        self.hist_start = (h - 1) % cfg.history_forcing_stride
+        n_hist_f = len(range(self.hist_start, h, cfg.history_forcing_stride))
+        self.spread_hours = cfg.spread_hours()
+        self.register_buffer("spread_idx", torch.tensor(self.spread_hours, dtype=torch.long))
+        stem_in = h * co * 2 + len(self.spread_hours) * co * 2 * n_s + n_hist_f * cf * 2 + cs
+        self.stem = nn.Conv2d(stem_in, cfg.hidden, 1)
+        self.blocks = nn.Sequential(*[ResBlock(cfg.hidden, d, cfg.dropout) for d in cfg.dilations])
+        d = cfg.decoder_hidden
+        self.z_proj = nn.Conv2d(cfg.hidden, d, 1)
+        self.f_proj = nn.Conv2d(3 * cf, d, 1, bias=False)
+        self.lead_emb = nn.Parameter(torch.zeros(n_leads, d))
+        k = cfg.decoder_kernel
+        self.dec = nn.Conv2d(d, d, k, padding=k // 2)
+        self.head = nn.Conv2d(d, len(cfg.species) * 3, 1)
+        nn.init.normal_(self.lead_emb, std=0.02)
+        with torch.no_grad():  # initial P10-P90 gap ~ +-0.5 std in log space
+            self.head.bias.view(len(cfg.species), 3)[:, 1:] = math.log(math.expm1(0.5))
+        lead = torch.arange(1, n_leads + 1, dtype=torch.float32)
+        alpha0 = torch.exp(-lead / 48.0)[:, None].repeat(1, len(cfg.species))
+        self.alpha = nn.Parameter(alpha0 if cfg.persistence_skip else torch.zeros_like(alpha0),
+                                  requires_grad=cfg.persistence_skip)
+        self.register_buffer("lead_count", lead.reshape(1, n_leads, 1, 1, 1))
+
+    def _obs_features(self, obs: torch.Tensor, obs_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> folded features [B, C_in, Y, X] and spread last-hour target species [B, n_sp, Y, X]."""
+        _, h, co, ny, nx = obs.shape
+        m = (obs_mask > 0.5).to(obs.dtype)
+        z = torch.where(m > 0, self.obs_norm(obs, dim=2), torch.zeros_like(obs))
+        raw = torch.cat([z, m], dim=2).reshape(-1, h * co * 2, ny, nx)
+        n_h = len(self.spread_hours)
+        zs, ms = z.index_select(1, self.spread_idx), m.index_select(1, self.spread_idx)
+        val, conf = self.spread(zs.reshape(-1, ny, nx), ms.reshape(-1, ny, nx))  # [B*n_h*Co, S, Y, X]
+        sp = torch.cat([val, conf], dim=1).reshape(-1, n_h * co * 2 * val.shape[1], ny, nx)
+        folded = torch.cat([raw, sp], dim=1)
+        last = val.reshape(-1, n_h, co, val.shape[1], ny, nx)[:, n_h - 1, :, 0]  # finest scale, [B, Co, Y, X]
+        base = [last[:, i] if i >= 0 else torch.zeros_like(last[:, 0]) for i in self.species_idx]
+        return folded, torch.stack(base, dim=1)
+
+    def encode(self, obs: torch.Tensor, obs_mask: torch.Tensor, forcing: torch.Tensor,
+               forcing_mask: torch.Tensor, static: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """-> (state z [B, hidden, Y, X], normalised future forcing feats [B, L, 3Cf, Y, X], base [B,2,Y,X])."""
+        h = self.cfg.history
+        ny, nx = obs.shape[-2], obs.shape[-1]
+        obs_f, base = self._obs_features(obs, obs_mask)
+        fm = (forcing_mask > 0.5).to(forcing.dtype)
+        fz = torch.where(fm > 0, self.forcing_norm(forcing, dim=2), torch.zeros_like(forcing))
+        hist = torch.cat([fz[:, self.hist_start:h:self.cfg.history_forcing_stride],
+                          fm[:, self.hist_start:h:self.cfg.history_forcing_stride]], dim=2)
+        parts = [obs_f, hist.reshape(-1, hist.shape[1] * hist.shape[2], ny, nx)]
+        if self.static_names:
+            parts.append(self.static_norm(static, dim=1))
+        z = self.blocks(self.stem(torch.cat(parts, dim=1)))
+        fut, fut_m = fz[:, h:], fm[:, h:]
+        running = torch.cumsum(fut, dim=1) / self.lead_count
+        return z, torch.cat([fut, fut_m, running], dim=2), base
+
+    def forward(self, obs: torch.Tensor, obs_mask: torch.Tensor, forcing: torch.Tensor,
+                forcing_mask: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
+        n_leads, n_sp = self.cfg.leads, len(self.cfg.species)
+        ny, nx = obs.shape[-2], obs.shape[-1]
+        z, fut, base = self.encode(obs, obs_mask, forcing, forcing_mask, static)
+        fp = self.f_proj(fut.reshape(-1, fut.shape[2], ny, nx)).reshape(-1, n_leads, self.z_proj.out_channels,
+                                                                         ny, nx)
+        hid = F.gelu(self.z_proj(z).unsqueeze(1) + fp + self.lead_emb.reshape(1, n_leads, -1, 1, 1))
+        hid = F.gelu(self.dec(hid.reshape(-1, hid.shape[2], ny, nx)))
+        out = self.head(hid).reshape(-1, n_leads, n_sp, 3, ny, nx)
+        p50 = out[:, :, :, 1] + self.alpha.reshape(1, n_leads, n_sp, 1, 1) * base.unsqueeze(1)
+        lo = p50 - F.softplus(out[:, :, :, 0])
+        hi = p50 + F.softplus(out[:, :, :, 2])
+        q = torch.stack([lo, p50, hi], dim=3)  # [B, L, 2, 3, Y, X] normalised log space
+        return F.relu(self.target_norm.denormalize(q, dim=2))
+
+    def forward_normalized(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """Forecast in the normalised log1p space of the targets (for losses that want it)."""
+        return self.target_norm(self.forward(*inputs), dim=2)

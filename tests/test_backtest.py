@@ -1,0 +1,116 @@
+"""Backtest output contract on the tiny store: columns, formats, off-station points, out-of-grid error."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from features.errors import DataError
+from features.grid import Grid
+from models import build_model
+from models.config import ModelConfig
+from training.backtest import COLUMNS, run_backtest
+
+torch.set_num_threads(1)
+SMALL = {"history": 6, "leads": 5, "hidden": 8, "decoder_hidden": 8, "dilations": [1, 2],
+         "spread_sigmas": [1.0, 3.0], "spread_recent": 2, "spread_stride": 2, "history_forcing_stride": 2}
+
+
+@pytest.fixture(scope="module")
+def model_meta(tiny_store):
+    from features.windows import WindowSampler
+
+    s = WindowSampler(tiny_store, [tiny_store["time"].values[50]], history=6, leads=5)
+    ch = {"obs": s.obs_vars, "forcing": s.forcing_vars, "static": s.static_vars}
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**SMALL), ch, json.loads(tiny_store.attrs["norm_stats"])).eval()
+    return model, {"grid": tiny_store.attrs["grid"], "channels": ch, "history": 6, "leads": 5}
+
+
+def _points(tmp_path, tiny_store, extra=()):
+    grid = Grid.from_json(tiny_store.attrs["grid"])
+    lon_s, lat_s = float(tiny_store["station_lon"][0]), float(tiny_store["station_lat"][0])
+    lon_c, lat_c = grid.rowcol_to_lonlat(0, 15)  # a corner cell, no station
+    lines = ["point_id,lon,lat", f"alpha_site,{lon_s},{lat_s}", f"empty_corner,{lon_c},{lat_c}", *extra]
+    p = tmp_path / "points.csv"
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+def test_backtest_contract(tmp_path, tiny_store, model_meta):
+    model, meta = model_meta
+    out = tmp_path / "fc.csv"
+    run_backtest(model, meta, "unused", "2021-01-03T08:00+08:00", "2021-01-04T08:00+08:00", "12h",
+                 _points(tmp_path, tiny_store), out, store=tiny_store)
+    df = pd.read_csv(out, dtype={"point_id": str})
+    assert list(df.columns) == COLUMNS
+    assert len(df) == 3 * 5 * 2 * 2  # inits x leads x points x species
+    assert set(df["init_time"]) == {"2021-01-03T08:00+08:00", "2021-01-03T20:00+08:00",
+                                    "2021-01-04T08:00+08:00"}
+    assert sorted(df["lead_hours"].unique()) == [1, 2, 3, 4, 5]
+    assert set(df["species"]) == {"pm25", "o3"} and set(df["point_id"]) == {"alpha_site", "empty_corner"}
+    assert (df["p10"] <= df["p50"]).all() and (df["p50"] <= df["p90"]).all() and (df["p10"] >= 0).all()
+    assert np.isfinite(df[["p10", "p50", "p90"]].to_numpy()).all()
+
+
+def test_backtest_met_error_changes_only_forecast_values(tmp_path, tiny_store, model_meta):
+    model, meta = model_meta
+    a = run_backtest(model, meta, "", "2021-01-03T00:00+08:00", "2021-01-03T00:00+08:00", "24h",
+                     _points(tmp_path, tiny_store), tmp_path / "a.csv", store=tiny_store)
+    b = run_backtest(model, meta, "", "2021-01-03T00:00+08:00", "2021-01-03T00:00+08:00", "24h",
+                     _points(tmp_path, tiny_store), tmp_path / "b.csv", met_error=True, store=tiny_store)
+    assert a[["init_time", "lead_hours", "point_id", "species"]].equals(b[["init_time", "lead_hours",
+                                                                           "point_id", "species"]])
+    assert not np.allclose(a["p50"], b["p50"])
+
+
+def test_init_at_data_edge_is_padded_not_invented(tmp_path, tiny_store, model_meta):
+    model, meta = model_meta
+    last = pd.Timestamp(tiny_store["time"].values[-2]).tz_localize("UTC").isoformat()
+    df = run_backtest(model, meta, "", last, last, "24h", _points(tmp_path, tiny_store), tmp_path / "e.csv",
+                      store=tiny_store)
+    assert len(df) == 5 * 2 * 2 and np.isfinite(df["p50"]).all()
+    assert df["init_time"].iloc[0].endswith("+00:00")
+
+
+def test_out_of_grid_point_is_a_clear_error(tmp_path, tiny_store, model_meta):
+    model, meta = model_meta
+    pts = _points(tmp_path, tiny_store, extra=["far_away,121.5,31.2"])
+    with pytest.raises(DataError) as e:
+        run_backtest(model, meta, "", "2021-01-03T00:00+08:00", "2021-01-03T00:00+08:00", "24h", pts,
+                     tmp_path / "x.csv", store=tiny_store)
+    msg = str(e.value)
+    assert "far_away" in msg and "outside the model grid" in msg and "row 4" in msg
+
+
+def test_bad_points_and_times(tmp_path, tiny_store, model_meta):
+    model, meta = model_meta
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,lon,lat\nA,116,40\n")
+    with pytest.raises(DataError, match="point_id"):
+        run_backtest(model, meta, "", "2021-01-03T00:00+08:00", "2021-01-03T00:00+08:00", "24h", bad,
+                     tmp_path / "x.csv", store=tiny_store)
+    with pytest.raises(DataError, match="--every"):
+        run_backtest(model, meta, "", "2021-01-03T00:00+08:00", "2021-01-04T00:00+08:00", "daily",
+                     _points(tmp_path, tiny_store), tmp_path / "x.csv", store=tiny_store)
+    with pytest.raises(DataError, match="no data"):
+        run_backtest(model, meta, "", "2030-01-03T00:00+08:00", "2030-01-04T00:00+08:00", "24h",
+                     _points(tmp_path, tiny_store), tmp_path / "x.csv", store=tiny_store)
+
+
+def test_evaluate_scorecard_train_and_held_out(tmp_path, tiny_store, model_meta):
+    from training.evaluate import evaluate_model
+
+    model, meta = model_meta
+    rep = evaluate_model(model, meta, tiny_store, "2021-01-15T08:00+08:00", "2021-01-18T08:00+08:00", "12h",
+                         held_out=["Delta"], out_dir=tmp_path)
+    assert rep["held_out"] == ["Delta"] and "Delta" not in rep["inputs"]
+    res = rep["results"]
+    assert set(res) == {"train_stations", "held_out_stations"}
+    assert {"skill_vs_persistence", "skill_vs_climatology", "skill_vs_blend"} <= set(res["train_stations"])
+    assert "skill_vs_idw_persistence" in res["held_out_stations"]
+    md = rep["scorecard"].read_text()
+    assert "## train_stations — pm25" in md and "## held_out_stations — o3" in md
+    assert rep["png"].stat().st_size > 1000
+    assert "train_stations.pm25.mae.mean" in rep["metrics"]

@@ -1,0 +1,58 @@
+"""masked_pinball: exact masking, gathering at station cells, quantile behaviour."""
+import torch
+
+from models.losses import gather_stations, masked_pinball
+
+torch.set_num_threads(1)
+
+
+def _case(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    b, n_l, ny, nx, s = 2, 5, 6, 7, 4
+    pred = (torch.rand(b, n_l, 2, 3, ny, nx, generator=g) * 100).sort(dim=3).values.requires_grad_(True)
+    target = torch.rand(b, n_l, 2, s, generator=g) * 100
+    mask = (torch.rand(b, n_l, 2, s, generator=g) > 0.4).float()
+    row = torch.randint(0, ny, (b, s), generator=g)
+    col = torch.randint(0, nx, (b, s), generator=g)
+    return pred, target, mask, row, col
+
+
+def test_unobserved_targets_change_nothing():
+    for space in ("log1p", "sqrt", "linear"):
+        pred, target, mask, row, col = _case()
+        loss1 = masked_pinball(pred, target, mask, row, col, space=space)
+        (g1,) = torch.autograd.grad(loss1, pred)
+        t2 = target.clone()
+        t2[mask == 0] = torch.tensor(float("nan"))
+        t2[(mask == 0) & (torch.rand_like(t2) > 0.5)] = 1e6
+        loss2 = masked_pinball(pred, t2, mask, row, col, space=space)
+        (g2,) = torch.autograd.grad(loss2, pred)
+        assert torch.equal(loss1, loss2)
+        assert torch.equal(g1, g2)
+        assert torch.isfinite(g1).all()
+
+
+def test_gather_picks_station_cells():
+    pred, _, _, row, col = _case()
+    got = gather_stations(pred, row, col)
+    for b in range(pred.shape[0]):
+        for s in range(row.shape[1]):
+            assert torch.equal(got[b, ..., s], pred[b, ..., row[b, s], col[b, s]])
+
+
+def test_gradient_only_at_station_cells():
+    pred, target, mask, row, col = _case()
+    (g,) = torch.autograd.grad(masked_pinball(pred, target, mask, row, col), pred)
+    cells = torch.zeros(pred.shape[-2:], dtype=torch.bool)
+    cells[row.flatten(), col.flatten()] = True
+    assert (g[..., ~cells] == 0).all()
+
+
+def test_pinball_values_linear():
+    pred = torch.zeros(1, 1, 2, 3, 1, 1)
+    target = torch.full((1, 1, 2, 1), 10.0)
+    mask = torch.ones(1, 1, 2, 1)
+    idx = torch.zeros(1, 1, dtype=torch.long)
+    loss = masked_pinball(pred, target, mask, idx, idx, space="linear")
+    assert torch.isclose(loss, torch.tensor(10.0 * (0.1 + 0.5 + 0.9) / 3))
+    assert masked_pinball(pred, target, torch.zeros_like(mask), idx, idx) == 0

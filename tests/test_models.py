@@ -1,0 +1,183 @@
+"""Deep model: output contract, normalisation buffers, locality, no leakage of future pollutant values."""
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from models import build_model
+from models.config import ModelConfig
+from models.normalize import Normalizer
+
+torch.set_num_threads(1)
+
+OBS = ["obs_pm25", "obs_pm10", "obs_no2", "obs_o3"]
+FORC = ["met_t2m", "met_sp", "met_u10", "met_v10", "emis_nox", "hour_sin", "hour_cos"]
+STATIC = ["static_elevation"]
+STATS = {"obs_pm25": {"mean": 80.0, "std": 80.0, "mean_log1p": 3.9, "std_log1p": 1.0},
+         "obs_o3": {"mean": 57.0, "std": 55.0, "mean_log1p": 3.4, "std_log1p": 1.3},
+         "met_sp": {"mean": 1010.0, "std": 10.0}, "met_t2m": {"mean": 13.0, "std": 11.0},
+         "static_elevation": {"mean": 200.0, "std": 300.0}}
+SMALL = {"history": 6, "leads": 5, "hidden": 8, "decoder_hidden": 8, "dilations": [1, 2],
+         "spread_sigmas": [1.0, 3.0], "spread_recent": 2, "spread_stride": 2, "history_forcing_stride": 2}
+
+
+def _inputs(cfg: ModelConfig, b=2, ny=10, nx=11, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    h, n_l = cfg.history, cfg.leads
+    obs = torch.rand(b, h, len(OBS), ny, nx, generator=g) * 150
+    obs_mask = (torch.rand(b, h, len(OBS), ny, nx, generator=g) < 0.1).float()
+    obs = obs * obs_mask
+    forcing = torch.randn(b, h + n_l, len(FORC), ny, nx, generator=g)
+    forcing[:, :, 1] += 1010
+    forcing_mask = torch.ones_like(forcing)
+    static = torch.rand(b, 1, ny, nx, generator=g) * 500
+    return obs, obs_mask, forcing, forcing_mask, static
+
+
+def _model(**kw):
+    cfg = ModelConfig(**{**SMALL, **kw})
+    torch.manual_seed(0)
+    return build_model(cfg, {"obs": OBS, "forcing": FORC, "static": STATIC}, STATS).eval(), cfg
+
+
+def test_output_shape_monotone_nonnegative():
+    model, cfg = _model()
+    with torch.no_grad():
+        y = model(*_inputs(cfg))
+    assert y.shape == (2, cfg.leads, 2, 3, 10, 11)
+    assert torch.isfinite(y).all() and (y >= 0).all()
+    assert (y[:, :, :, 0] <= y[:, :, :, 1]).all() and (y[:, :, :, 1] <= y[:, :, :, 2]).all()
+
+
+def test_build_from_dict_and_defaults():
+    m = build_model({"hidden": 8, "decoder_hidden": 8}, {"obs": OBS, "forcing": FORC, "static": []}, "{}")
+    assert m.cfg.leads == 72 and m.cfg.history == 24
+    with pytest.raises(ValueError):
+        ModelConfig(quantiles=(0.5, 0.1, 0.9))
+
+
+def test_no_observations_anywhere_still_finite():
+    model, cfg = _model()
+    obs, obs_mask, f, fm, s = _inputs(cfg)
+    with torch.no_grad():
+        y = model(obs * 0, obs_mask * 0, f, fm, s)
+    assert torch.isfinite(y).all()
+
+
+def test_masked_obs_values_ignored():
+    model, cfg = _model()
+    obs, obs_mask, f, fm, s = _inputs(cfg)
+    obs2 = obs.clone()
+    obs2[obs_mask == 0] = 999.0
+    with torch.no_grad():
+        assert torch.equal(model(obs, obs_mask, f, fm, s), model(obs2, obs_mask, f, fm, s))
+
+
+def test_normalizer_round_trip_physical_units():
+    names = ["obs_pm25", "met_sp", "obs_o3", "hour_sin"]
+    norm = Normalizer(names, STATS)
+    x = torch.tensor([[35.0, 1013.2, 160.0, -0.5], [0.0, 990.0, 0.0, 1.0]])
+    z = norm(x, dim=1)
+    assert torch.allclose(z[0, 0], torch.tensor((np.log1p(35.0) - 3.9) / 1.0, dtype=torch.float32))
+    assert torch.allclose(norm.denormalize(z, dim=1), x, rtol=1e-5, atol=1e-3)
+    assert norm.as_dict()["obs_pm25"]["log1p"] and not norm.as_dict()["met_sp"]["log1p"]
+
+
+def test_state_dict_round_trip_carries_normalisation():
+    model, cfg = _model()
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    other = build_model(cfg, {"obs": OBS, "forcing": FORC, "static": STATIC}, {}).eval()  # no stats
+    buf.seek(0)
+    other.load_state_dict(torch.load(buf))
+    x = _inputs(cfg)
+    with torch.no_grad():
+        assert torch.equal(model(*x), other(*x))
+    assert float(other.target_norm.mean[0]) == pytest.approx(3.9)
+
+
+def test_locality_tileable():
+    """Inputs further than the receptive field from a cell do not change that cell's forecast."""
+    model, cfg = _model()
+    obs, om, f, fm, s = _inputs(cfg, ny=40, nx=40)
+    rf = cfg.receptive_field_cells()
+    assert rf < 20
+    obs2, f2 = obs.clone(), f.clone()
+    obs2[..., :, 25:], f2[..., :, 25:] = obs2[..., :, 25:] + 50, f2[..., :, 25:] + 3
+    om2 = om.clone()
+    om2[..., :, 25:] = 1.0
+    with torch.no_grad():
+        y1, y2 = model(obs, om, f, fm, s), model(obs2, om2, f2, fm, s)
+    col = 25 - rf - 1
+    assert torch.equal(y1[..., :col + 1], y2[..., :col + 1])
+    assert not torch.equal(y1, y2)
+
+
+def test_gradients_flow():
+    model, cfg = _model()
+    model.train()
+    y = model(*_inputs(cfg))
+    y.mean().backward()
+    assert model.stem.weight.grad is not None and torch.isfinite(model.stem.weight.grad).all()
+
+
+def _sampler_model(store, init, history=6, leads=5):
+    import json
+
+    from features.windows import WindowSampler
+
+    s = WindowSampler(store, [init], history=history, leads=leads)
+    ch = {"obs": s.obs_vars, "forcing": s.forcing_vars, "static": s.static_vars}
+    cfg = ModelConfig(**{**SMALL, "history": history, "leads": leads})
+    torch.manual_seed(0)
+    model = build_model(cfg, ch, json.loads(store.attrs["norm_stats"])).eval()
+    return s, model
+
+
+def _forecast(model, sample):
+    keys = ("obs", "obs_mask", "forcing", "forcing_mask", "static")
+    with torch.no_grad():
+        return model(*[torch.from_numpy(sample[k])[None] for k in keys])
+
+
+def test_no_future_pollutant_reaches_the_forecast(tiny_store):
+    """Perturb every pollutant value after init in the store: inputs and forecast stay identical."""
+    pytest.importorskip("features.windows")
+    init = tiny_store["time"].values[100]
+    s1, model = _sampler_model(tiny_store, init)
+    ds2 = tiny_store.copy(deep=True)
+    later = ds2["time"].values > init
+    for v in list(ds2.data_vars):
+        if v.startswith(("stn_", "obs_", "sat_")):
+            arr = ds2[v].values
+            arr[later] = np.where(np.isnan(arr[later]), 77.0, arr[later] * 3 + 10)
+            ds2[v].values = arr
+    s2, _ = _sampler_model(ds2, init)
+    a, b = s1[0], s2[0]
+    assert not np.array_equal(a["target"], b["target"])  # the perturbation was real
+    for k in ("obs", "obs_mask"):
+        np.testing.assert_array_equal(a[k], b[k])
+    y1, y2 = _forecast(model, a), _forecast(model, b)
+    assert torch.equal(y1, y2)
+    assert y1.shape == (1, 5, 2, 3, tiny_store.sizes["y"], tiny_store.sizes["x"])
+    # and the last observed hour does matter
+    ds3 = tiny_store.copy(deep=True)
+    at = ds3["time"].values == init
+    for v in ("stn_pm25", "obs_pm25"):
+        arr = ds3[v].values
+        arr[at] = arr[at] * 4 + 50
+        ds3[v].values = arr
+    s3, _ = _sampler_model(ds3, init)
+    assert not torch.equal(y1, _forecast(model, s3[0]))
+
+
+def test_build_from_store_norm_stats_round_trip(tiny_store):
+    import json
+
+    stats = json.loads(tiny_store.attrs["norm_stats"])
+    _, model = _sampler_model(tiny_store, tiny_store["time"].values[100])
+    d = model.obs_norm.as_dict()
+    assert d["obs_pm25"]["log1p"] and d["obs_pm25"]["mean"] == pytest.approx(stats["obs_pm25"]["mean_log1p"])
+    assert model.forcing_norm.as_dict()["met_sp"]["mean"] == pytest.approx(stats["met_sp"]["mean"])
+    assert model.target_norm.names == ["obs_pm25", "obs_o3"]
