@@ -211,7 +211,9 @@ def step_emissions(ctx: Context) -> None:
             if name not in maps_ds:
                 ctx.missing[name] = f"not in {path.name}"
                 continue
-            maps = regrid.regrid_field(maps_ds[name].transpose("sector", ...), ctx.grid)
+            da = maps_ds[name]
+            maps = (np.stack([regrid.regrid_field(da.isel(sector=k), ctx.grid) for k in range(da.sizes["sector"])])
+                    if "sector" in da.dims else regrid.regrid_field(da, ctx.grid)[None])
             ctx.add(name, ("time", "y", "x"), regrid.emissions_on_grid(np.nan_to_num(maps), fac), "forcing",
                     "kg km-2 h-1", derived=f"{path.name}: annual maps x hour/weekday/month profiles")
         return

@@ -2,16 +2,86 @@
 import typer
 
 
-def train() -> None:
-    """Not implemented yet."""
-    raise typer.Exit(1)
+def train(
+    config: str = typer.Option(..., "--config", "-c", help="training config YAML (configs/*.yaml)"),
+    data: str = typer.Option(None, "--data", help="raw data directory: builds (or reuses) a store in $AQCAST_HOME"),
+    store: str = typer.Option(None, "--store", help="feature store (zarr) to train on"),
+    tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: SQLite in "
+                                     "$AQCAST_HOME)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the newest unfinished run of this config"),
+    run_name: str = typer.Option(None, "--run-name", help="run name (directory under $AQCAST_HOME/runs)"),
+    overrides: list[str] = typer.Option(None, "--set", help="override a config key, e.g. --set optim.lr=1e-3"),
+    max_epochs: int = typer.Option(None, "--max-epochs", min=1, help="override optim.max_epochs"),
+) -> None:
+    """Train a model, log it to MLflow and register it; the last line printed is the model URI."""
+    from training.config import load_config
+
+    sets = list(overrides or []) + ([f"optim.max_epochs={max_epochs}"] if max_epochs else [])
+    cfg = load_config(config, sets)  # validate before anything heavy runs
+    from training.train import TrainingInterrupted, run_training
+
+    try:
+        res = run_training(cfg, store=store, data=data, tracking_uri=tracking_uri, resume=resume,
+                           run_name=run_name, echo=typer.echo)
+    except TrainingInterrupted as ex:
+        typer.secho(str(ex), fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(130) from None
+    m = res["metrics"]
+    typer.echo(f"run {res['run_name']} (MLflow {res['run_id']}): {res['epochs']} epochs, "
+               f"{res['global_step']} steps, {res['seconds']:.0f} s")
+    for sp in ("pm25", "o3"):
+        row = "  ".join(f"+{h}h {m.get(f'val_mae_{sp}_h{h}', float('nan')):.1f}" for h in (24, 48, 72))
+        held = "  ".join(f"+{h}h {m[f'val_mae_heldout_{sp}_h{h}']:.1f}" for h in (24, 48, 72)
+                         if f"val_mae_heldout_{sp}_h{h}" in m)
+        typer.echo(f"val MAE {sp}: {row}" + (f"   held-out: {held}" if held else "")
+                   + f"   P10-P90 coverage {100 * m.get(f'val_coverage_{sp}', float('nan')):.0f} %")
+    typer.echo(res["uri"])
 
 
-def evaluate() -> None:
-    """Not implemented yet."""
-    raise typer.Exit(1)
+def evaluate(
+    model: str = typer.Option(..., "--model", help="models:/aqcast/3, models:/aqcast@champion, or a local path"),
+    data: str = typer.Option(..., "--data", help="data directory in the ../shared/data/beijing layout"),
+    t_from: str = typer.Option(..., "--from", help="first init time, ISO 8601 with offset"),
+    t_to: str = typer.Option(..., "--to", help="last init time, ISO 8601 with offset"),
+    every: str = typer.Option("6h", "--every", help="init spacing, e.g. 6h, 24h"),
+    held_out: str = typer.Option("", "--held-out", help="comma-separated stations kept out of the inputs"),
+    out: str = typer.Option("evaluation", "--out", help="directory for scorecard.md and skill_by_lead.png"),
+    met_error: bool = typer.Option(False, "--met-error", help="add lead-growing met forecast error"),
+    mlflow_log: bool = typer.Option(True, "--mlflow/--no-mlflow", help="log metrics and scorecard to MLflow"),
+) -> None:
+    """Score a model on DIR: scorecard (markdown + PNG skill by lead), metrics into MLflow."""
+    import torch
+
+    from training.evaluate import build_store_for, evaluate_model, load_model, log_to_mlflow
+
+    torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+    net, meta = load_model(model)
+    ds = build_store_for(data, meta)
+    stations = [s.strip() for s in held_out.split(",") if s.strip()] or None
+    rep = evaluate_model(net, meta, ds, t_from, t_to, every, stations, out, met_error=met_error)
+    typer.echo(rep["scorecard"].read_text())
+    typer.echo(f"scorecard: {rep['scorecard']}  plot: {rep['png']}")
+    if mlflow_log:
+        run_id = log_to_mlflow(rep, meta, {"model": model, "data": data, "from": t_from, "to": t_to,
+                                           "every": every, "held_out": ",".join(rep["held_out"]),
+                                           "met_error": met_error})
+        typer.echo(f"mlflow run: {run_id}")
 
 
-def backtest() -> None:
-    """Not implemented yet."""
-    raise typer.Exit(1)
+def backtest(
+    model: str = typer.Option(..., "--model", help="models:/aqcast/3, models:/aqcast@champion, or a local path"),
+    data: str = typer.Option(..., "--data", help="data directory in the ../shared/data/beijing layout"),
+    t_from: str = typer.Option(..., "--from", help="first init time, ISO 8601 with offset (sets output offset)"),
+    t_to: str = typer.Option(..., "--to", help="last init time, ISO 8601 with offset"),
+    every: str = typer.Option("24h", "--every", help="init spacing, e.g. 24h"),
+    points: str = typer.Option(..., "--points", help="CSV with point_id,lon,lat"),
+    out: str = typer.Option(..., "--out", help="output CSV (init_time,lead_hours,point_id,species,p10,p50,p90)"),
+    met_error: bool = typer.Option(False, "--met-error", help="add lead-growing met forecast error"),
+    seed: int = typer.Option(0, "--seed", help="seed of the --met-error draws"),
+    batch_size: int = typer.Option(16, "--batch-size"),
+) -> None:
+    """Forecasts at points for every init time (only observations up to each init are used)."""
+    from training.backtest import backtest_command
+
+    df = backtest_command(model, data, t_from, t_to, every, points, out, met_error, seed, batch_size)
+    typer.echo(f"wrote {len(df)} rows to {out}")

@@ -1,0 +1,205 @@
+"""`aqcast train` end to end on the tiny store with a real SQLite MLflow store in tmp_path."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny.yaml"
+INPUTS = ("obs", "obs_mask", "forcing", "forcing_mask", "static")
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory):
+    """A private $AQCAST_HOME (SQLite store + artifacts + runs) for this module."""
+    path = tmp_path_factory.mktemp("aqcast_home")
+    old = os.environ.get("AQCAST_HOME")
+    os.environ["AQCAST_HOME"] = str(path)
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield path
+    if old is None:
+        os.environ.pop("AQCAST_HOME", None)
+    else:
+        os.environ["AQCAST_HOME"] = old
+
+
+@pytest.fixture(scope="module")
+def trained(home: Path, tiny_store_path: Path) -> dict:
+    """One CLI training run: its stdout lines and the run dir."""
+    from typer.testing import CliRunner
+
+    from training.cli import build_app
+
+    res = CliRunner().invoke(build_app(), ["train", "--config", str(TINY), "--store", str(tiny_store_path),
+                                           "--run-name", "e2e", "--set", "optim.seed=1"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    lines = [ln for ln in res.stdout.splitlines() if ln.strip()]
+    return {"lines": lines, "uri": lines[-1].strip(), "run_dir": home / "runs" / "e2e"}
+
+
+def _client(home: Path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def test_train_logs_registers_and_prints_uri(trained: dict, home: Path) -> None:
+    assert re.fullmatch(r"models:/aqcast/\d+", trained["uri"]), trained["lines"][-3:]
+    client = _client(home)
+    mv = client.get_model_version_by_alias("aqcast", "challenger")
+    assert trained["uri"] == f"models:/aqcast/{mv.version}"
+    run = client.get_run(mv.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["stations.held_out"] == "Delta"
+    assert "code_version" in run.data.tags and run.data.tags["store"]
+    for key in ("final_val_mae_pm25_h24", "final_val_mae_o3_h72", "final_val_coverage_pm25", "train_seconds"):
+        assert np.isfinite(run.data.metrics[key]), key
+    by_lead = client.get_metric_history(run.info.run_id, "mae_pm25_by_lead")
+    assert sorted(m.step for m in by_lead) == list(range(1, 73))
+    arts = {a.path for a in client.list_artifacts(run.info.run_id)} | {
+        a.path for a in client.list_artifacts(run.info.run_id, "plots")} | {
+        a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert {"plots/skill_by_lead.png", "plots/forecast_map.png", "plots/station_series.png",
+            "model/model.pt", "store_attrs.json", "config.json"} <= arts
+    state = json.loads((trained["run_dir"] / "state.json").read_text())
+    assert state["status"] == "finished" and state["model_uri"] == trained["uri"]
+
+
+def test_load_model_round_trips_predictions(trained: dict, home: Path, tiny_store_path: Path) -> None:
+    import torch
+
+    from features.windows import WindowSampler
+    from models import build_model
+    from training.tracking import load_model, set_alias
+
+    net, meta = load_model(trained["uri"])
+    assert meta["version"] and meta["run_id"] and meta["held_out_stations"] == ["Delta"]
+    assert meta["channels"]["obs"][0] == "obs_pm25" and "grid" in meta and meta["leads"] == 72
+    set_alias("aqcast", meta["version"], "champion")
+    net2, _ = load_model("models:/aqcast@champion")
+    net3, _ = load_model(f"runs:/{meta['run_id']}/model")
+    # the weights of the best checkpoint, rebuilt independently
+    ref = build_model(meta["model_config"], meta["channels"], meta["norm_stats"])
+    sd = torch.load(trained["run_dir"] / "best.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    ref.load_state_dict({k.removeprefix("net."): v for k, v in sd.items()})
+    ref.eval()
+    s = WindowSampler(tiny_store_path, [np.datetime64("2021-01-16T00:00", "ns")], obs_vars=meta["channels"]["obs"],
+                      forcing_vars=meta["channels"]["forcing"], static_vars=meta["channels"]["static"])[0]
+    x = [torch.from_numpy(s[k][None]) for k in INPUTS]
+    with torch.no_grad():
+        outs = [m(*x) for m in (net, net2, net3, ref)]
+    assert outs[0].shape == (1, 72, 2, 3, 16, 16)
+    for o in outs[1:]:
+        torch.testing.assert_close(o, outs[0], rtol=0, atol=0)
+    assert (outs[0] >= 0).all() and (outs[0][:, :, :, 0] <= outs[0][:, :, :, 2]).all()
+
+
+def test_station_forward_matches_model(tiny_store_path: Path) -> None:
+    import torch
+
+    from training.config import load_config
+    from training.datamodule import AQDataModule
+    from training.module import AQModule, check_station_forward
+
+    cfg = load_config(TINY)
+    dm = AQDataModule(cfg, tiny_store_path)
+    dm.setup()
+    m = AQModule(cfg, dm.channels, json.loads(dm.ds.attrs["norm_stats"]))
+    torch.nn.init.normal_(m.net.head.weight, std=0.1)  # non-trivial output
+    batch = next(iter(dm.val_dataloader()))
+    assert check_station_forward(m.net, batch) < 1e-3
+
+
+def _train_in_process(home: Path, store: Path, name: str) -> dict:
+    from training.config import load_config
+    from training.train import run_training
+
+    cfg = load_config(TINY, ["optim.max_epochs=1", "tracking.log_plots=false"])
+    return run_training(cfg, store=str(store), run_name=name, echo=lambda s: None)
+
+
+def test_reproducible_with_same_seed(home: Path, tiny_store_path: Path) -> None:
+    import torch
+
+    a = _train_in_process(home, tiny_store_path, "repro-a")
+    b = _train_in_process(home, tiny_store_path, "repro-b")
+    assert a["metrics"] == b["metrics"]
+    sa = torch.load(Path(a["run_dir"]) / "best.ckpt", weights_only=False)["state_dict"]
+    sb = torch.load(Path(b["run_dir"]) / "best.ckpt", weights_only=False)["state_dict"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from training.cli import main; main()", *args]
+
+
+@pytest.mark.slow
+def test_resume_after_kill(home: Path, tiny_store_path: Path) -> None:
+    """Kill a training subprocess after a mid-epoch checkpoint; --resume continues it in the same MLflow run."""
+    import torch
+
+    run_dir = home / "runs" / "killme"
+    env = dict(os.environ, AQCAST_HOME=str(home))
+    common = ["train", "--config", str(TINY), "--store", str(tiny_store_path), "--run-name", "killme",
+              "--set", "optim.checkpoint_every_n_steps=1", "--set", "tracking.log_plots=false"]
+    proc = subprocess.Popen(_cli(*common, "--max-epochs", "50"), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    ckpt = run_dir / "last.ckpt"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            if ckpt.is_file():
+                try:
+                    step = torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
+                except Exception:  # noqa: BLE001 - being written
+                    step = 0
+                if step >= 3:
+                    break
+            time.sleep(0.2)
+        assert proc.poll() is None, "training ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["status"] == "running"
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+    out = subprocess.run(_cli(*common, "--resume", "--max-epochs", str(saved["epoch"] + 2)), env=env,
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [ln for ln in out.stdout.splitlines() if ln.strip()]
+    assert re.fullmatch(r"models:/aqcast/\d+", lines[-1].strip())
+    assert f"from global step {saved['global_step']}" in out.stdout
+    after = json.loads((run_dir / "state.json").read_text())
+    assert after["run_id"] == state["run_id"] and after["status"] == "finished"
+    run = _client(home).get_run(state["run_id"])
+    assert run.data.tags["resumed_from_step"] == str(saved["global_step"])
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["global_step"] > saved["global_step"]
+
+
+def test_data_dir_builds_store_once_keyed_by_sha(home: Path, tiny_raw_dir: Path) -> None:
+    """--data builds the store under $AQCAST_HOME/stores/<sha>.zarr and reuses it while the inputs are unchanged."""
+    from training.config import load_config
+    from training.train import resolve_store
+
+    cfg = load_config(TINY)
+    msgs: list[str] = []
+    first = resolve_store(cfg, None, str(tiny_raw_dir), msgs.append)
+    assert first.parent == home / "stores" and first.exists() and msgs[-1].startswith("building")
+    again = resolve_store(cfg, None, str(tiny_raw_dir), msgs.append)
+    assert again == first and msgs[-1].startswith("reusing")
+    other = resolve_store(load_config(TINY, ["data.build.res_km=5"]), None, str(tiny_raw_dir), msgs.append)
+    assert other != first

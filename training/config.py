@@ -1,0 +1,255 @@
+"""Training configuration: one YAML file (`configs/*.yaml`) validated by pydantic before anything runs.
+
+Variable roles are declared in the config (Anemoi-style): `data.obs_vars` (observed history), `data.forcing_vars`
+(known-future forcings, calendar included) and `data.static_vars` — store variable names as in
+docs/architecture.md. `load_config(path, overrides)` applies `key.sub=value` overrides (values parsed as YAML)
+and turns every validation problem into one `features.errors.Problem` line.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from features.errors import DataError, Problem
+
+CALENDAR = ("hour_sin", "hour_cos", "doy_sin", "doy_cos", "weekend")
+OBS_PREFIXES = ("obs_", "stn_", "sat_")
+FORCING_PREFIXES = ("met_", "emis_")
+STATIC_PREFIXES = ("static_", "station_distance_km")
+
+
+def aqcast_home() -> Path:
+    """State directory: `$AQCAST_HOME`, default `./.aqcast` (absolute)."""
+    return Path(os.environ.get("AQCAST_HOME", ".aqcast")).resolve()
+
+
+def parse_time(value: str) -> pd.Timestamp:
+    """ISO 8601 string with an explicit offset (or `Z`) -> tz-aware Timestamp (UTC)."""
+    ts = pd.Timestamp(value)
+    if ts.tzinfo is None:
+        raise ValueError(f"{value!r} has no UTC offset: write e.g. 2015-03-01T00:00+08:00")
+    return ts.tz_convert("UTC")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class BuildOptions(_Strict):
+    """Options for `features.store.build_store` when training from a raw `--data` directory."""
+
+    res_km: float = Field(3.0, gt=0)
+    margin_km: float = Field(15.0, ge=0)
+    elevation: str | None = None
+    emission_totals: str | None = None
+
+
+class DataConfig(_Strict):
+    """Where the data come from, which periods and channels, which stations are held out."""
+
+    store: str | None = Field(None, description="feature store (zarr); overridden by --store / --data")
+    data_dir: str | None = Field(None, description="raw data directory; the store is built under $AQCAST_HOME")
+    build: BuildOptions = BuildOptions()
+    train_period: tuple[str, str] | None = Field(None, description="init-time window for training (ISO + offset); "
+                                                 "None: the store's train_period attr")
+    val_period: tuple[str, str] | None = Field(None, description="init-time window for validation; None: "
+                                               "everything after the training period")
+    history: int = Field(24, ge=1, le=24 * 14)
+    leads: int = Field(72, ge=1, le=24 * 10)
+    obs_vars: list[str] = Field(min_length=1)
+    forcing_vars: list[str] = Field(min_length=1)
+    static_vars: list[str] = []
+    held_out_stations: list[str] = Field([], description="kept out of inputs and loss (leave-stations-out eval)")
+    drop_prob: float = Field(0.15, ge=0, lt=1, description="training: per-sample drop-out of input stations")
+    train_every_h: int = Field(1, ge=1, le=24 * 7, description="spacing of training init times")
+    val_every_h: int = Field(24, ge=1, le=24 * 7, description="spacing of validation init times")
+    max_train_samples: int | None = Field(None, ge=1, description="random subset of train inits per epoch")
+
+    @field_validator("train_period", "val_period", mode="before")
+    @classmethod
+    def _stringify(cls, p: Any) -> Any:
+        """YAML turns unquoted dates into date/datetime objects: validate their text like any string."""
+        if isinstance(p, (list, tuple)):
+            return [x.isoformat() if hasattr(x, "isoformat") else x for x in p]
+        return p
+
+    @field_validator("train_period", "val_period")
+    @classmethod
+    def _period(cls, p: tuple[str, str] | None) -> tuple[str, str] | None:
+        if p is None:
+            return p
+        a, b = parse_time(p[0]), parse_time(p[1])
+        if b <= a:
+            raise ValueError(f"period end {p[1]} is not after its start {p[0]}")
+        return p
+
+    @field_validator("obs_vars")
+    @classmethod
+    def _obs(cls, v: list[str]) -> list[str]:
+        bad = [n for n in v if not n.startswith(OBS_PREFIXES)]
+        if bad:
+            raise ValueError(f"obs_vars must be observed store variables (obs_*, sat_*): {bad}")
+        return _unique(v)
+
+    @field_validator("forcing_vars")
+    @classmethod
+    def _forcing(cls, v: list[str]) -> list[str]:
+        bad = [n for n in v if not (n.startswith(FORCING_PREFIXES) or n in CALENDAR)]
+        if bad:
+            raise ValueError(f"forcing_vars must be met_*, emis_* or calendar {list(CALENDAR)}: {bad}")
+        leaks = [n for n in v if n.split("_", 1)[-1] in ("pm25", "o3") and n.startswith("met_")]
+        if leaks:
+            raise ValueError(f"pollutants cannot be forcings (future values would leak): {leaks}")
+        return _unique(v)
+
+    @field_validator("static_vars")
+    @classmethod
+    def _static(cls, v: list[str]) -> list[str]:
+        bad = [n for n in v if not n.startswith(STATIC_PREFIXES)]
+        if bad:
+            raise ValueError(f"static_vars must be static_* or station_distance_km: {bad}")
+        return _unique(v)
+
+    @model_validator(mode="after")
+    def _periods(self) -> DataConfig:
+        if self.train_period and self.val_period:
+            tr_end = parse_time(self.train_period[1])
+            va_start = parse_time(self.val_period[0])
+            if va_start <= tr_end:
+                raise ValueError(f"val_period starts ({self.val_period[0]}) before train_period ends "
+                                 f"({self.train_period[1]}): the periods must not overlap")
+        return self
+
+
+class OptimConfig(_Strict):
+    """Optimiser, schedule, stopping, reproducibility and the time budget."""
+
+    lr: float = Field(2e-3, gt=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    batch_size: int = Field(8, ge=1, le=1024)
+    max_epochs: int = Field(20, ge=1)
+    patience: int = Field(4, ge=1, description="early stopping on val_loss (epochs)")
+    gradient_clip: float | None = Field(1.0, gt=0)
+    schedule: Literal["cosine", "plateau", "none"] = "cosine"
+    warmup_steps: int = Field(50, ge=0)
+    seed: int = 0
+    num_threads: int = Field(2, ge=1, le=256)
+    deterministic: bool = True
+    max_minutes: float | None = Field(None, gt=0, description="stop training after this wall time")
+    checkpoint_every_n_steps: int = Field(50, ge=1, description="last.ckpt refresh interval (resume point)")
+    loss_space: Literal["log1p", "sqrt", "linear"] = "log1p"
+    species_weight: tuple[float, float] = (1.0, 1.0)
+    val_check_interval: float = Field(1.0, gt=0, le=1.0, description="fraction of an epoch between validations")
+
+
+class TrackingConfig(_Strict):
+    """MLflow: experiment, registered model name, alias given to new versions, tracking URI."""
+
+    experiment: str = "aqcast"
+    registered_model: str = Field("aqcast", pattern=r"^[A-Za-z0-9_.\-]+$")
+    alias: str = Field("challenger", pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$")
+    tracking_uri: str | None = None
+    run_name: str | None = None
+    log_plots: bool = True
+
+
+class TrainConfig(_Strict):
+    """The whole training configuration (one YAML file)."""
+
+    name: str = Field("aqcast", pattern=r"^[A-Za-z0-9_.\-]+$", description="config name (run-name prefix)")
+    data: DataConfig
+    model: dict[str, Any] = {}
+    optim: OptimConfig = OptimConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, m: dict[str, Any]) -> dict[str, Any]:
+        from models.config import ModelConfig
+
+        try:
+            return ModelConfig.model_validate(m or {}).model_dump(mode="json")
+        except ValidationError as ex:
+            raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {_msg(e)}" for e in ex.errors())) from None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        for key in ("history", "leads"):
+            self.model[key] = getattr(self.data, key)  # data decides; the model follows
+        return self
+
+    def model_config_obj(self) -> Any:
+        """The `models.config.ModelConfig` for this run."""
+        from models.config import ModelConfig
+
+        return ModelConfig.model_validate(self.model)
+
+
+def _unique(v: list[str]) -> list[str]:
+    dup = sorted({n for n in v if v.count(n) > 1})
+    if dup:
+        raise ValueError(f"listed twice: {dup}")
+    return v
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """`a.b.c=value` (value parsed as YAML) into the nested dict `raw`, in place; returns `raw`."""
+    import yaml
+
+    problems = []
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            problems.append(Problem(f"override {item!r} is not key=value (e.g. optim.lr=0.001)"))
+            continue
+        parts = key.strip().split(".")
+        node = raw
+        for p in parts[:-1]:
+            if not isinstance(node.get(p, {}), dict):
+                problems.append(Problem(f"override {item!r}: {p!r} is not a section"))
+                break
+            node = node.setdefault(p, {})
+        else:
+            try:
+                node[parts[-1]] = yaml.safe_load(value)
+            except yaml.YAMLError as ex:
+                problems.append(Problem(f"override {item!r}: value is not valid YAML ({ex})"))
+    if problems:
+        raise DataError(problems)
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read, override and validate a YAML config; raise `DataError` (one problem per bad field)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(Problem("config file not found", file=str(path)))
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as ex:
+        raise DataError(Problem(f"not valid YAML: {ex}", file=str(path))) from None
+    if not isinstance(raw, dict):
+        raise DataError(Problem("the config must be a mapping of sections (data, model, optim, tracking)",
+                                file=str(path)))
+    raw.setdefault("name", path.stem)
+    apply_overrides(raw, overrides)
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as ex:
+        raise DataError([Problem(_msg(e), file=str(path), column=".".join(str(p) for p in e["loc"]) or None)
+                         for e in ex.errors()]) from None
+
+
+def _msg(err: dict[str, Any]) -> str:
+    msg = str(err.get("msg", "invalid"))
+    if err.get("type") == "extra_forbidden":
+        return "unknown key (check spelling; see configs/tiny.yaml for the known keys)"
+    if err.get("type") == "missing":
+        return "required key is missing"
+    return msg.removeprefix("Value error, ")

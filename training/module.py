@@ -1,0 +1,262 @@
+"""LightningModule: the deep model (`models.build_model`), masked pinball loss, AdamW, warm-up + cosine/plateau.
+
+Validation accumulates per-lead, per-species MAE of the P50 and P10-P90 coverage at the station cells, split
+into input stations and held-out stations (never inputs, never in the loss); the loss used for early stopping
+is the pinball loss on input stations only. Persistence (last observation at init) is scored on the same
+entries for a skill reference.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from training.config import TrainConfig
+
+INPUTS = ("obs", "obs_mask", "forcing", "forcing_mask", "static")
+SPECIES = ("pm25", "o3")
+REPORT_LEADS = (24, 48, 72)
+
+
+def _take(a: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """a [B, ..., Y*X] gathered at idx [B, S] -> [B, ..., S]."""
+    shape = a.shape[:-1] + idx.shape[-1:]
+    view = idx.reshape(idx.shape[0], *([1] * (a.dim() - 2)), idx.shape[-1])
+    return torch.gather(a, -1, view.expand(shape))
+
+
+def station_forward(net: Any, obs: torch.Tensor, obs_mask: torch.Tensor, forcing: torch.Tensor,
+                    forcing_mask: torch.Tensor, static: torch.Tensor, row: torch.Tensor,
+                    col: torch.Tensor) -> torch.Tensor:
+    """AQNet's forecast at the station cells only -> [B, L, 2, 3, S] (ug m-3).
+
+    The same arithmetic as `models.net.AQNet.forward` (per-cell decoder, `decoder_kernel == 1`) but the
+    72-lead decoder and the future-forcing preprocessing run on the S station cells instead of the whole grid
+    (~4x faster training on CPU). `AQModule` checks it against `net.forward` before using it.
+    """
+    cfg = net.cfg
+    h, n_l, n_sp = cfg.history, cfg.leads, len(cfg.species)
+    b, ny, nx = obs.shape[0], obs.shape[-2], obs.shape[-1]
+    obs_f, base = net._obs_features(obs, obs_mask)
+    sl = slice(net.hist_start, h, cfg.history_forcing_stride)
+    fhm = (forcing_mask[:, sl] > 0.5).to(forcing.dtype)
+    fhz = torch.where(fhm > 0, net.forcing_norm(forcing[:, sl], dim=2), torch.zeros_like(fhm))
+    parts = [obs_f, torch.cat([fhz, fhm], dim=2).reshape(b, -1, ny, nx)]
+    if net.static_names:
+        parts.append(net.static_norm(static, dim=1))
+    z = net.blocks(net.stem(torch.cat(parts, dim=1)))  # [B, hidden, Y, X]
+    idx = row.long() * nx + col.long()  # [B, S]
+    n_s = idx.shape[-1]
+    zs = _take(z.reshape(b, z.shape[1], ny * nx), idx)  # [B, hidden, S]
+    fut = _take(forcing[:, h:].reshape(b, n_l, -1, ny * nx), idx)  # [B, L, Cf, S]
+    fm = (_take(forcing_mask[:, h:].reshape(b, n_l, -1, ny * nx), idx) > 0.5).to(forcing.dtype)
+    fz = torch.where(fm > 0, net.forcing_norm(fut, dim=2), torch.zeros_like(fut))
+    running = torch.cumsum(fz, dim=1) / net.lead_count.reshape(1, n_l, 1, 1)
+    feats = torch.cat([fz, fm, running], dim=2)  # [B, L, 3Cf, S]
+    d = net.z_proj.out_channels
+    fp = net.f_proj(feats.reshape(b * n_l, -1, n_s, 1)).reshape(b, n_l, d, n_s)
+    zp = net.z_proj(zs.unsqueeze(-1)).reshape(b, 1, d, n_s)
+    hid = F.gelu(zp + fp + net.lead_emb.reshape(1, n_l, d, 1))
+    hid = F.gelu(net.dec(hid.reshape(b * n_l, d, n_s, 1)))
+    out = net.head(hid).reshape(b, n_l, n_sp, 3, n_s)
+    base_s = _take(base.reshape(b, n_sp, ny * nx), idx)  # [B, 2, S]
+    p50 = out[:, :, :, 1] + net.alpha.reshape(1, n_l, n_sp, 1) * base_s.unsqueeze(1)
+    q = torch.stack([p50 - F.softplus(out[:, :, :, 0]), p50, p50 + F.softplus(out[:, :, :, 2])], dim=3)
+    return F.relu(net.target_norm.denormalize(q, dim=2))
+
+
+def check_station_forward(net: Any, batch: dict[str, torch.Tensor], atol: float = 1e-3) -> float:
+    """max |station_forward - gather(net.forward)| on (up to) two items of `batch`; inf if it fails."""
+    from models.losses import gather_stations
+
+    try:
+        with torch.no_grad():
+            x = [batch[k][:2] for k in INPUTS]
+            r, c = batch["station_row"][:2], batch["station_col"][:2]
+            ref = gather_stations(net(*x), r, c)
+            fast = station_forward(net, *x, r, c)
+        return float((ref - fast).abs().max()) if ref.shape == fast.shape else float("inf")
+    except Exception:  # noqa: BLE001 - any mismatch with the model's internals means: do not use it
+        return float("inf")
+
+
+class ValStats:
+    """Running sums over validation batches -> per-lead metrics (numpy, [L, 2] arrays)."""
+
+    def __init__(self, leads: int):
+        z = lambda: np.zeros((leads, 2))
+        self.abs_in, self.n_in, self.abs_out, self.n_out = z(), z(), z(), z()
+        self.cover, self.abs_pm, self.abs_pp, self.n_p = z(), z(), z(), z()
+
+    def update(self, q: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, in_input: torch.Tensor,
+               withheld: torch.Tensor, persist: torch.Tensor, persist_ok: torch.Tensor) -> None:
+        """q [B, L, 2, 3, S]; target/mask [B, L, 2, S]; in_input/withheld [B, S]; persist(_ok) [B, 2, S]."""
+        err = (q[:, :, :, 1] - target).abs() * mask
+        cov = ((target >= q[:, :, :, 0]) & (target <= q[:, :, :, 2])).float() * mask
+        m_in, m_out = mask * in_input[:, None, None], mask * withheld[:, None, None]
+        m_p = m_in * persist_ok[:, None]
+        self.abs_in += (err * m_in).sum((0, 3)).double().numpy()
+        self.n_in += m_in.sum((0, 3)).double().numpy()
+        self.abs_out += (err * m_out).sum((0, 3)).double().numpy()
+        self.n_out += m_out.sum((0, 3)).double().numpy()
+        self.cover += (cov * in_input[:, None, None]).sum((0, 3)).double().numpy()
+        self.abs_pm += (err * m_p).sum((0, 3)).double().numpy()
+        self.abs_pp += ((persist[:, None] - target).abs() * m_p).sum((0, 3)).double().numpy()
+        self.n_p += m_p.sum((0, 3)).double().numpy()
+
+    @staticmethod
+    def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.where(b > 0, a / np.maximum(b, 1), np.nan)
+
+    def per_lead(self) -> dict[str, np.ndarray]:
+        """{mae_in, mae_out, coverage, mae_persistence, skill_persistence}: [L, 2] each."""
+        mae_m, mae_p = self._div(self.abs_pm, self.n_p), self._div(self.abs_pp, self.n_p)
+        return {"mae": self._div(self.abs_in, self.n_in), "mae_heldout": self._div(self.abs_out, self.n_out),
+                "coverage": self._div(self.cover, self.n_in), "mae_persistence": mae_p,
+                "skill_persistence": 1 - self._div(mae_m, mae_p)}
+
+    def scalars(self) -> dict[str, float]:
+        """Flat metrics: overall and at leads 24/48/72 for each species."""
+        out: dict[str, float] = {}
+        pl = self.per_lead()
+        tot_in, tot_out = self.n_in.sum(0), self.n_out.sum(0)
+        for k, sp in enumerate(SPECIES):
+            out[f"val_mae_{sp}"] = float(self.abs_in[:, k].sum() / max(tot_in[k], 1))
+            if tot_out[k] > 0:
+                out[f"val_mae_heldout_{sp}"] = float(self.abs_out[:, k].sum() / tot_out[k])
+            out[f"val_coverage_{sp}"] = float(self.cover[:, k].sum() / max(tot_in[k], 1))
+            for lead in REPORT_LEADS:
+                if lead <= pl["mae"].shape[0]:
+                    for name in ("mae", "mae_heldout", "mae_persistence", "skill_persistence"):
+                        v = pl[name][lead - 1, k]
+                        if np.isfinite(v):
+                            out[f"val_{name}_{sp}_h{lead}"] = float(v)
+        return out
+
+
+class AQModule(L.LightningModule):
+    """Wraps `models.build_model(cfg.model, channels, norm_stats)` for training."""
+
+    def __init__(self, cfg: TrainConfig, channels: dict[str, list[str]], norm_stats: dict[str, Any]):
+        super().__init__()
+        from models import build_model
+
+        self.cfg = cfg
+        self.channels, self.norm_stats = channels, norm_stats
+        self.net = build_model(cfg.model, channels, norm_stats)
+        self.quantiles = tuple(cfg.model.get("quantiles", (0.1, 0.5, 0.9)))
+        self.stats = ValStats(cfg.data.leads)
+        self.collect = False  # when True, validation keeps station forecasts + one grid for the plots
+        self.collected: dict[str, list[np.ndarray]] = {}
+        self.fast: bool | None = None if cfg.model.get("decoder_kernel", 1) == 1 else False
+        self.persist_idx = [channels["obs"].index(f"obs_{s}") if f"obs_{s}" in channels["obs"] else -1
+                            for s in SPECIES]
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.net(*inputs)
+
+    def station_quantiles(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Forecast at the target stations [B, L, 2, 3, S]: the fast path once it matched `net.forward`."""
+        from models.losses import gather_stations
+
+        if self.fast is None:
+            diff = check_station_forward(self.net, batch)
+            self.fast = diff < 1e-3 * max(1.0, float(batch["target"].abs().max()))
+            if not self.fast:
+                import logging
+
+                logging.getLogger(__name__).warning("station-only forward differs from the model's forward "
+                                                    "(max diff %.3g): training on the full grid", diff)
+        if self.fast:
+            return station_forward(self.net, *(batch[k] for k in INPUTS), batch["station_row"],
+                                   batch["station_col"])
+        return gather_stations(self.net(*(batch[k] for k in INPUTS)), batch["station_row"], batch["station_col"])
+
+    def _loss(self, q: torch.Tensor, batch: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """Masked pinball on station quantiles q [B, L, 2, 3, S] (as a 1 x S "grid")."""
+        from models.losses import masked_pinball
+
+        o = self.cfg.optim
+        n_s = q.shape[-1]
+        zeros = torch.zeros(q.shape[0], n_s, dtype=torch.long)
+        cols = torch.arange(n_s).expand(q.shape[0], n_s)
+        return masked_pinball(q.unsqueeze(4), batch["target"], mask, zeros, cols, quantiles=self.quantiles,
+                              space=o.loss_space, species_weight=o.species_weight)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        q = self.station_quantiles(batch)
+        loss = self._loss(q, batch, batch["target_mask"])
+        self.log("train_loss", loss, prog_bar=True, batch_size=q.shape[0])
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and dm.train_ds is not None:
+            dm.train_ds.set_epoch(self.current_epoch)  # new station drop-out draw each epoch
+
+    def on_validation_epoch_start(self) -> None:
+        self.stats = ValStats(self.cfg.data.leads)
+        self.collected = {}
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        q = self.station_quantiles(batch)  # [B, L, 2, 3, S]
+        in_input = batch["station_in_input"]
+        withheld = batch.get("station_withheld", 1 - in_input)
+        loss = self._loss(q, batch, batch["target_mask"] * in_input[:, None, None])
+        self.log("val_loss", loss, prog_bar=True, batch_size=q.shape[0])
+        persist, ok = self._persistence(batch)
+        self.stats.update(q.float().cpu(), batch["target"].cpu(), batch["target_mask"].cpu(), in_input.cpu(),
+                          withheld.cpu(), persist.cpu(), ok.cpu())
+        if self.collect:
+            c = self.collected
+            c.setdefault("q", []).append(q.cpu().numpy())
+            c.setdefault("target", []).append(batch["target"].cpu().numpy())
+            c.setdefault("mask", []).append(batch["target_mask"].cpu().numpy())
+            c.setdefault("init_time", []).append(batch["init_time"].cpu().numpy())
+            if "grid" not in c:  # [L, 2, Y, X] P50 of the first init (full-grid forward)
+                c["grid"] = [self.net(*(batch[k][:1] for k in INPUTS))[0, :, :, 1].cpu().numpy()]
+
+    def _persistence(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Last observed value at init at each target station's cell: ([B, 2, S], valid [B, 2, S])."""
+        b, s = batch["station_row"].shape
+        nx = batch["obs"].shape[-1]
+        cell = (batch["station_row"].long() * nx + batch["station_col"].long())  # [B, S]
+        vals, oks = [], []
+        for idx in self.persist_idx:
+            if idx < 0:
+                vals.append(torch.zeros(b, s))
+                oks.append(torch.zeros(b, s))
+                continue
+            last = batch["obs"][:, -1, idx].reshape(b, -1)
+            m = batch["obs_mask"][:, -1, idx].reshape(b, -1)
+            vals.append(torch.gather(last, 1, cell))
+            oks.append(torch.gather(m, 1, cell) * batch["station_in_input"])
+        return torch.stack(vals, 1), torch.stack(oks, 1)
+
+    def on_validation_epoch_end(self) -> None:
+        for k, v in self.stats.scalars().items():
+            self.log(k, v, prog_bar=k in ("val_mae_pm25_h24",))
+
+    def configure_optimizers(self) -> Any:
+        o = self.cfg.optim
+        opt = torch.optim.AdamW(self.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        if o.schedule == "plateau":
+            sch = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(1, o.patience // 2))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sch, "monitor": "val_loss"}}
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warm = min(o.warmup_steps, total // 4)
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / (warm + 1)
+            if o.schedule == "none":
+                return 1.0
+            p = min(1.0, (step - warm) / max(1, total - warm))
+            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p))
+
+        sch = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sch, "interval": "step"}}

@@ -1,0 +1,323 @@
+"""`aqcast train` end to end: store -> Lightning fit (checkpoints, early stopping, resume) -> MLflow run ->
+final validation, plots -> model artifact registered with the config's alias.
+
+Run state lives in `$AQCAST_HOME/runs/<run_name>/` (`last.ckpt`, `best.ckpt`, `state.json` with the MLflow run
+id): `--resume` continues the newest unfinished run of the same config (or `--run-name`) from `last.ckpt`,
+in the same MLflow run.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+
+from features.errors import DataError, Problem
+from training.config import TrainConfig, aqcast_home
+
+log = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped by the user (Ctrl-C): the run is resumable."""
+
+
+# ---- feature store ------------------------------------------------------------------------------------------
+def _sha_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def store_key(data_dir: Path, cfg: TrainConfig) -> str:
+    """sha256 over the input files' contents, the build options and the training period."""
+    h = hashlib.sha256()
+    for p in sorted(q for q in data_dir.iterdir() if q.is_file() and not q.name.startswith(".")):
+        h.update(f"{p.name}:{_sha_file(p)}\n".encode())
+    h.update(json.dumps([cfg.data.build.model_dump(mode="json"), cfg.data.train_period]).encode())
+    return h.hexdigest()[:16]
+
+
+def resolve_store(cfg: TrainConfig, store: str | None, data: str | None, echo: Callable[[str], None]) -> Path:
+    """--store, else --data (build or reuse `$AQCAST_HOME/stores/<sha>.zarr`), else the config's store/data_dir."""
+    store = store or (None if data else cfg.data.store)
+    data = data or (None if store else cfg.data.data_dir)
+    if store:
+        p = Path(store)
+        if not p.exists():
+            raise DataError(Problem("feature store not found (build it with `aqcast features build`)",
+                                    file=str(p)))
+        return p.resolve()
+    if not data:
+        raise DataError("no data: pass --store STORE or --data DIR (or set data.store / data.data_dir)")
+    d = Path(data)
+    if not d.is_dir():
+        raise DataError(Problem("data directory not found", file=str(d)))
+    out = aqcast_home() / "stores" / f"{store_key(d, cfg)}.zarr"
+    if out.exists():
+        echo(f"reusing feature store {out}")
+        return out
+    from features.store import build_store
+
+    b = cfg.data.build
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    echo(f"building feature store {out} from {d}")
+    build_store(d, tmp, res_km=b.res_km, margin_km=b.margin_km, elevation=b.elevation,
+                emission_totals=b.emission_totals, train_period=cfg.data.train_period,
+                command=f"aqcast train --data {d}")
+    os.replace(tmp, out)
+    return out
+
+
+# ---- run directory ------------------------------------------------------------------------------------------
+def _state(run_dir: Path) -> dict[str, Any]:
+    p = run_dir / "state.json"
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def _write_state(run_dir: Path, **kw: Any) -> None:
+    st = _state(run_dir) | kw
+    (run_dir / "state.json").write_text(json.dumps(st, indent=1))
+
+
+def find_resumable(cfg: TrainConfig, run_name: str | None) -> Path:
+    """The run dir to resume: `run_name`, else the newest unfinished run of this config with a last.ckpt."""
+    runs = aqcast_home() / "runs"
+    if run_name:
+        d = runs / run_name
+        if not (d / "last.ckpt").is_file():
+            raise DataError(Problem("no last.ckpt to resume from", file=str(d)))
+        return d
+    cands = [d for d in runs.glob("*") if (d / "last.ckpt").is_file() and _state(d).get("config") == cfg.name
+             and _state(d).get("status") != "finished"]
+    if not cands:
+        raise DataError(f"--resume: no unfinished run of config {cfg.name!r} with a last.ckpt under {runs}")
+    return max(cands, key=lambda d: (d / "last.ckpt").stat().st_mtime)
+
+
+# ---- callbacks ----------------------------------------------------------------------------------------------
+class MlflowMetrics(L.Callback):
+    """Log train loss every `every` steps and validation metrics after each validation (step = global step)."""
+
+    def __init__(self, every: int = 10):
+        self.every = every
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, idx: int) -> None:
+        import mlflow
+
+        if trainer.global_step % self.every == 0 and "train_loss" in trainer.callback_metrics:
+            mlflow.log_metric("train_loss", float(trainer.callback_metrics["train_loss"]), step=trainer.global_step)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        import mlflow
+
+        if trainer.sanity_checking:
+            return
+        m = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
+        m["epoch"] = float(trainer.current_epoch)
+        m["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else 0.0
+        mlflow.log_metrics(m, step=trainer.global_step)
+
+
+def _trainer(cfg: TrainConfig, run_dir: Path, extra: list[Any]) -> L.Trainer:
+    import warnings
+
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # state.json lives there too
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    o = cfg.optim
+    last = ModelCheckpoint(dirpath=run_dir, filename="step", save_top_k=0, save_last=True,
+                           every_n_train_steps=o.checkpoint_every_n_steps)
+    best = ModelCheckpoint(dirpath=run_dir, filename="best", monitor="val_loss", mode="min", save_top_k=1,
+                           enable_version_counter=False)
+    stop = EarlyStopping(monitor="val_loss", mode="min", patience=o.patience)
+    return L.Trainer(default_root_dir=run_dir, max_epochs=o.max_epochs, logger=False, accelerator="cpu",
+                     callbacks=[last, best, stop, *extra], gradient_clip_val=o.gradient_clip,
+                     deterministic=o.deterministic, num_sanity_val_steps=0, enable_model_summary=False,
+                     val_check_interval=o.val_check_interval, log_every_n_steps=10,
+                     max_time=dt.timedelta(minutes=o.max_minutes) if o.max_minutes else None)
+
+
+# ---- main ---------------------------------------------------------------------------------------------------
+def run_training(cfg: TrainConfig, store: str | None = None, data: str | None = None,
+                 tracking_uri: str | None = None, resume: bool = False, run_name: str | None = None,
+                 echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train, log, register. Returns {uri, version, run_id, run_name, run_dir, metrics, per_lead, seconds}."""
+    import mlflow
+    import torch
+
+    from training import tracking
+    from training.datamodule import AQDataModule
+    from training.module import AQModule
+
+    t0 = time.monotonic()
+    torch.set_num_threads(cfg.optim.num_threads)
+    store_path = resolve_store(cfg, store, data, echo)
+    if resume:
+        run_dir = find_resumable(cfg, run_name or cfg.tracking.run_name)
+        run_name = run_dir.name
+    else:
+        run_name = run_name or cfg.tracking.run_name or f"{cfg.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+        run_dir = aqcast_home() / "runs" / run_name
+        if (run_dir / "last.ckpt").exists():
+            raise DataError(f"run {run_name!r} already has checkpoints in {run_dir}: use --resume or another name")
+        run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = run_dir / "last.ckpt" if resume else None
+    L.seed_everything(cfg.optim.seed, workers=True, verbose=False)
+    dm = AQDataModule(cfg, store_path)
+    dm.setup("fit")
+    norm_stats = json.loads(dm.ds.attrs["norm_stats"])
+    module = AQModule(cfg, dm.channels, norm_stats)
+    exp_id = tracking.setup(tracking_uri or cfg.tracking.tracking_uri, cfg.tracking.experiment)
+    prev = _state(run_dir).get("run_id") if resume else None
+    resumed_step = int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]) if ckpt else None
+    with mlflow.start_run(run_id=prev, experiment_id=None if prev else exp_id,
+                          run_name=None if prev else run_name) as run:
+        run_id = run.info.run_id
+        _write_state(run_dir, run_id=run_id, config=cfg.name, status="running", store=str(store_path),
+                     run_name=run_name)
+        if resume:
+            mlflow.set_tag("resumed_from_step", str(resumed_step))
+            echo(f"resuming run {run_name} (MLflow {run_id}) from global step {resumed_step}")
+        else:
+            _log_setup(cfg, dm, store_path, run_dir)
+        trainer = _trainer(cfg, run_dir, [MlflowMetrics()])
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
+        if trainer.interrupted:
+            mlflow.set_tag("interrupted", "true")
+            raise TrainingInterrupted(f"interrupted at step {trainer.global_step}; continue with "
+                                      f"`aqcast train --config ... --resume --run-name {run_name}`")
+        best = run_dir / "best.ckpt"
+        if best.is_file():
+            module.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["state_dict"])
+        _final_validation(module, dm)
+        metrics = module.stats.scalars()
+        per_lead = module.stats.per_lead()
+        _log_final(cfg, dm, module, metrics, per_lead, run_dir, trainer, time.monotonic() - t0)
+        meta = _meta(cfg, dm, store_path, run_id, run_name, metrics)
+        version, uri = tracking.log_and_register(module.net, meta, run_id, cfg.tracking.registered_model,
+                                                 cfg.tracking.alias)
+        mlflow.set_tag("registered_model", uri)
+    _write_state(run_dir, status="finished", model_uri=uri)
+    return {"uri": uri, "version": version, "run_id": run_id, "run_name": run_name, "run_dir": str(run_dir),
+            "metrics": metrics, "per_lead": per_lead, "seconds": time.monotonic() - t0,
+            "global_step": trainer.global_step, "epochs": trainer.current_epoch}
+
+
+def _final_validation(module: Any, dm: Any) -> list[dict[str, float]]:
+    """Validate the chosen weights once more, keeping station forecasts for plots."""
+    module.collect = True
+    tr = L.Trainer(logger=False, accelerator="cpu", enable_progress_bar=False, enable_checkpointing=False,
+                   enable_model_summary=False)
+    out = tr.validate(module, datamodule=dm, verbose=False)
+    module.collect = False
+    return out
+
+
+def _log_setup(cfg: TrainConfig, dm: Any, store_path: Path, run_dir: Path) -> None:
+    """Params (flattened config), data windows, code version, store provenance."""
+    import mlflow
+
+    from training import tracking
+
+    mlflow.log_params(tracking.flatten(cfg.model_dump(mode="json")))
+    w = dm.windows()
+    mlflow.log_params({"window.train": " .. ".join(w["train"]), "window.val": " .. ".join(w["val"]),
+                       "n_train_inits": len(dm.train_ds), "n_val_inits": len(dm.val_ds),
+                       "channels.obs": ",".join(dm.channels["obs"]),
+                       "channels.forcing": ",".join(dm.channels["forcing"])[:500],
+                       "channels.static": ",".join(dm.channels["static"]),
+                       "channels.dropped": json.dumps(dm.dropped)[:500],
+                       "stations.input": ",".join(dm.input_stations),
+                       "stations.held_out": ",".join(cfg.data.held_out_stations)})
+    mlflow.set_tags({"code_version": tracking.code_version(), "store": str(store_path), "config": cfg.name,
+                     "run_dir": str(run_dir)})
+    attrs = {k: dm.ds.attrs.get(k) for k in ("grid", "train_period", "provenance", "missing", "missing_reasons",
+                                             "qc_summary", "coverage", "store_version")}
+    mlflow.log_dict({k: _maybe_json(v) for k, v in attrs.items() if v is not None}, "store_attrs.json")
+    mlflow.log_dict(cfg.model_dump(mode="json"), "config.json")
+
+
+def _maybe_json(v: Any) -> Any:
+    try:
+        return json.loads(v) if isinstance(v, str) else v
+    except json.JSONDecodeError:
+        return v
+
+
+def _log_final(cfg: TrainConfig, dm: Any, module: Any, metrics: dict[str, float], per_lead: dict[str, np.ndarray],
+               run_dir: Path, trainer: L.Trainer, seconds: float) -> None:
+    """Final metrics (scalars + per lead, step = lead hour) and plots."""
+    import mlflow
+
+    mlflow.log_metrics({f"final_{k}": v for k, v in metrics.items()} | {"train_seconds": seconds,
+                                                                         "global_step": trainer.global_step})
+    for lead in range(per_lead["mae"].shape[0]):
+        row = {f"{name}_{sp}_by_lead": float(arr[lead, k]) for name, arr in per_lead.items()
+               for k, sp in enumerate(("pm25", "o3")) if np.isfinite(arr[lead, k])}
+        mlflow.log_metrics(row, step=lead + 1)
+    if not cfg.tracking.log_plots:
+        return
+    from training import plots
+
+    pdir = run_dir / "plots"
+    pdir.mkdir(exist_ok=True)
+    c = module.collected
+    paths = [plots.skill_by_lead(per_lead, pdir / "skill_by_lead.png")]
+    ds = dm.ds
+    if c.get("grid") and "lon" in ds.coords:
+        t0 = np.datetime64(int(c["init_time"][0][0]), "ns")
+        paths.append(plots.forecast_map(c["grid"][0], ds["lon"].values, ds["lat"].values,
+                                        ds["station_lon"].values, ds["station_lat"].values,
+                                        f"init {str(t0)[:16]} UTC", pdir / "forecast_map.png"))
+    if c.get("q"):
+        q, tg, mk = (np.concatenate(c[k]) for k in ("q", "target", "mask"))
+        stations = dm.stations
+        held = [s for s in cfg.data.held_out_stations if s in stations]
+        name = held[0] if held else stations[0]
+        s = stations.index(name)
+        paths.append(plots.station_series(np.concatenate(c["init_time"]), q[..., s], tg[..., s], mk[..., s],
+                                          name + (" (held out)" if held else ""), pdir / "station_series.png"))
+    for p in paths:
+        mlflow.log_artifact(str(p), artifact_path="plots")
+
+
+def _meta(cfg: TrainConfig, dm: Any, store_path: Path, run_id: str, run_name: str,
+          metrics: dict[str, float]) -> dict[str, Any]:
+    """Everything `load_model` callers need besides the weights (see models/artifact.py::ModelCard)."""
+    from training import tracking
+
+    ds, w = dm.ds, dm.windows()
+    roles = json.loads(ds.attrs.get("roles", "{}"))
+    names = [n for g in dm.channels.values() for n in g]
+    b = cfg.data.build
+    return {
+        "format": tracking.FORMAT, "name": cfg.tracking.registered_model, "run_id": run_id, "run_name": run_name,
+        "model_config": cfg.model, "channels": dm.channels, "dropped_channels": dm.dropped,
+        "roles": {n: roles.get(n, roles.get(f"stn_{n[4:]}", "forcing")) for n in names},
+        "norm_stats": json.loads(ds.attrs["norm_stats"]), "grid": ds.attrs["grid"],
+        "history": cfg.data.history, "leads": cfg.data.leads, "species": ["pm25", "o3"],
+        "quantiles": list(cfg.model.get("quantiles", (0.1, 0.5, 0.9))),
+        "train_window": w["train"], "validation_window": w["val"],
+        "held_out_stations": list(cfg.data.held_out_stations), "train_stations": dm.input_stations,
+        "stations": dm.stations, "validation_metrics": metrics, "store": str(store_path),
+        "store_options": {k: v for k, v in (("elevation", b.elevation), ("emission_totals", b.emission_totals),
+                                            ("margin_km", b.margin_km)) if v is not None},
+        "store_provenance": _maybe_json(ds.attrs.get("provenance")), "config": cfg.model_dump(mode="json"),
+        "code_version": tracking.code_version(),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
