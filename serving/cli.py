@@ -160,3 +160,18 @@ def build_bento(model: str = "models:/aqcast@champion", model_dir: Path | None =
     if res.returncode != 0:
         raise RuntimeError(f"bentoml build failed:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
     return res.stdout.strip().splitlines()[-1].replace("__tag__:", "")
+
+
+def bento(
+    model: str = typer.Option("models:/aqcast@champion", help="Registered model URI (alias or version)."),
+    model_dir: Path = typer.Option(None, help="A local artifact dir from `aqcast export` (bypasses MLflow)."),
+    tracking_uri: str = typer.Option(None, help="MLflow tracking URI (default: embedded SQLite store)."),
+    version: str = typer.Option(None, help="Bento version label (default: generated)."),
+) -> None:
+    """Build a Bento (offline) with the ONNX model inside; containerize it with `bentoml containerize TAG`."""
+    try:
+        tag = build_bento(model, model_dir, tracking_uri, version)
+    except RuntimeError as err:
+        typer.secho(str(err), fg=typer.colors.RED, err=True)
+        raise SystemExit(1) from err
+    typer.echo(tag)

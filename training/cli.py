@@ -31,8 +31,10 @@ def build_app() -> typer.Typer:
     app.command("train")(commands.train)
     app.command("evaluate")(commands.evaluate)
     app.command("backtest")(commands.backtest)
+    app.command("promote")(commands.promote)
     app.command("export")(export.export_command)
     app.command("serve")(serving_cli.serve)
+    app.command("bento")(serving_cli.bento)
     app.command("demo")(pipeline.demo)
     app.command("bench")(bench.bench)
     return app

@@ -1,4 +1,4 @@
-"""Placeholder: being written."""
+"""Command functions of `aqcast train`, `evaluate`, `backtest` and `promote` (heavy imports inside)."""
 import typer
 
 
@@ -85,3 +85,16 @@ def backtest(
 
     df = backtest_command(model, data, t_from, t_to, every, points, out, met_error, seed, batch_size)
     typer.echo(f"wrote {len(df)} rows to {out}")
+
+
+def promote(
+    version: int = typer.Argument(..., help="Registered model version to promote, e.g. 3."),
+    alias: str = typer.Option("champion", help="Alias to move onto that version."),
+    name: str = typer.Option("aqcast", help="Registered model name."),
+    tracking_uri: str = typer.Option(None, help="MLflow tracking URI (default: embedded SQLite store)."),
+) -> None:
+    """Point a registry alias (default `champion`) at a model version; `aqcast serve` resolves it at start."""
+    from training.tracking import set_alias
+
+    set_alias(name, version, alias, tracking_uri)
+    typer.echo(f"models:/{name}@{alias} -> models:/{name}/{version}")
