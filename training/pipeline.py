@@ -75,17 +75,25 @@ def _print_table(resp: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    import pandas as pd
+
     console = Console()
-    console.print(f"[bold]model[/bold] {resp.get('model_version')}   [bold]init[/bold] {resp.get('init_time')}")
+    tz = "+08:00"  # Beijing time: the demo world and the shared data are both in UTC+8
+
+    def local(iso: str) -> str:
+        return pd.Timestamp(iso).tz_convert(tz).strftime("%m-%d %H:%M")
+
+    console.print(f"[bold]model[/bold] {resp.get('model_version')}   [bold]init[/bold] "
+                  f"{local(resp['init_time'])} (UTC{tz})   [bold]µg/m³[/bold], every 6 h of 72")
     for item in resp.get("forecasts", []):
         table = Table(title=f"{item.get('label') or item.get('cell_id')}  (cell {item.get('cell_id')})")
-        for col in ("valid time", "PM2.5 P50 [P10–P90]", "IAQI", "category", "O3 P50 [P10–P90]"):
+        for col in (f"valid UTC{tz[:3]}", "lead", "PM2.5 P50 [P10–P90]", "IAQI", "category", "O3 P50 [P10–P90]"):
             table.add_column(col)
         pm, o3 = item["species"]["pm25"], item["species"]["o3"]
         for k, lead in enumerate(item["lead_hours"]):
             if lead % 6 and lead != 1:
                 continue
-            table.add_row(item["valid_time"][k],
+            table.add_row(local(item["valid_time"][k]), f"+{lead} h",
                           f"{pm['p50'][k]:.0f} [{pm['p10'][k]:.0f}–{pm['p90'][k]:.0f}]",
                           f"{pm['aqi'][k]:.0f}", pm["category"][k],
                           f"{o3['p50'][k]:.0f} [{o3['p10'][k]:.0f}–{o3['p90'][k]:.0f}]")
@@ -94,7 +102,7 @@ def _print_table(resp: dict) -> None:
 
 def demo(
     data: Path = typer.Option(None, help="Raw data directory (UCI layout). Default: generate the synthetic world."),
-    days: int = typer.Option(90, help="Days of synthetic world to generate."),
+    days: int = typer.Option(90, help="Days of synthetic world to generate (the last 30 validate)."),
     seed: int = typer.Option(0, help="Seed of the synthetic world."),
     config: Path = typer.Option(Path("configs/synth.yaml"), help="Training config."),
     out: Path = typer.Option(None, help="Where the demo writes its outputs (default $AQCAST_HOME/demo)."),
