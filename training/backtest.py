@@ -113,11 +113,16 @@ def run_backtest(model: Any, meta: dict[str, Any], data_dir: str | Path, t_from:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     frames = []
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=int(inits.size), unit="init", desc="backtest", disable=None)
     for c0 in range(0, inits.size, chunk):  # chunks bound memory ([N, L, 2, 3, Y, X] per chunk)
         part = inits[c0:c0 + chunk]
         sampler, _ = make_sampler(ds, part, meta, model)
         fc = run_model(model, sampler, batch_size, met_error, seed + c0, sampler.forcing_vars)
         frames.append(format_rows(part, fc[..., rows, cols], ids, offset))
+        bar.update(int(part.size))
+    bar.close()
     df = pd.concat(frames, ignore_index=True)
     df.to_csv(out, index=False, quoting=csv.QUOTE_MINIMAL, float_format="%.2f")
     return df
