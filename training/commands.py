@@ -40,31 +40,57 @@ def train(
 
 def evaluate(
     model: str = typer.Option(..., "--model", help="models:/aqcast/3, models:/aqcast@champion, or a local path"),
-    data: str = typer.Option(..., "--data", help="data directory in the ../shared/data/beijing layout"),
+    data: str = typer.Option(None, "--data", help="data directory in the ../shared/data/beijing layout"),
+    store: str = typer.Option(None, "--store", help="feature store (zarr) on the model's grid, instead of "
+                              "building one from --data"),
     t_from: str = typer.Option(..., "--from", help="first init time, ISO 8601 with offset"),
     t_to: str = typer.Option(..., "--to", help="last init time, ISO 8601 with offset"),
     every: str = typer.Option("6h", "--every", help="init spacing, e.g. 6h, 24h"),
     held_out: str = typer.Option("", "--held-out", help="comma-separated stations kept out of the inputs"),
     out: str = typer.Option("evaluation", "--out", help="directory for scorecard.md and skill_by_lead.png"),
+    name: str = typer.Option(None, "--name", help="file stem: NAME.md and NAME.png instead of the defaults"),
     met_error: bool = typer.Option(False, "--met-error", help="add lead-growing met forecast error"),
+    gbt: bool = typer.Option(True, "--gbt/--no-gbt", help="score the GBT reference at the input stations "
+                             "(fitted on the training period, cached in $AQCAST_HOME/cache)"),
     mlflow_log: bool = typer.Option(True, "--mlflow/--no-mlflow", help="log metrics and scorecard to MLflow"),
 ) -> None:
     """Score a model on DIR: scorecard (markdown + PNG skill by lead), metrics into MLflow."""
+    import os
+    import shlex
+    import sys
+
     import torch
 
-    from training.evaluate import build_store_for, evaluate_model, load_model, log_to_mlflow
+    from features.errors import DataError
+    from training.evaluate import build_store_for, evaluate_model, grid_from_meta, load_model, log_to_mlflow
+    from training.evaluate_gbt import training_budget
 
+    if not data and not store:
+        raise DataError("give --data DIR or --store PATH")
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     net, meta = load_model(model)
-    ds = build_store_for(data, meta)
+    if store:
+        from features.store import open_store, store_grid
+
+        ds = open_store(store)
+        if store_grid(ds) != grid_from_meta(meta):
+            raise DataError(f"--store {store} is not on the model's grid; use --data to rebuild it")
+    else:
+        ds = build_store_for(data, meta)
     stations = [s.strip() for s in held_out.split(",") if s.strip()] or None
-    rep = evaluate_model(net, meta, ds, t_from, t_to, every, stations, out, met_error=met_error)
+    env = f"AQCAST_HOME={os.environ['AQCAST_HOME']} " if os.environ.get("AQCAST_HOME") else ""
+    notes = [f"command: `{env}aqcast {shlex.join(sys.argv[1:])}`"]
+    budget = training_budget(meta)
+    notes += [f"model {model}; training budget: {budget}"] if budget else [f"model {model}"]
+    rep = evaluate_model(net, meta, ds, t_from, t_to, every, stations, out, met_error=met_error, gbt=gbt,
+                         source=store or data, name=name, extra_notes=notes,
+                         echo=lambda m: typer.echo(m, err=True))
     typer.echo(rep["scorecard"].read_text())
     typer.echo(f"scorecard: {rep['scorecard']}  plot: {rep['png']}")
     if mlflow_log:
-        run_id = log_to_mlflow(rep, meta, {"model": model, "data": data, "from": t_from, "to": t_to,
-                                           "every": every, "held_out": ",".join(rep["held_out"]),
-                                           "met_error": met_error})
+        run_id = log_to_mlflow(rep, meta, {"model": model, "data": data, "store": store, "from": t_from,
+                                           "to": t_to, "every": every, "held_out": ",".join(rep["held_out"]),
+                                           "met_error": met_error, "gbt": gbt})
         typer.echo(f"mlflow run: {run_id}")
 
 

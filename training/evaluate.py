@@ -192,13 +192,19 @@ def forecast_at_stations(model: Any, meta: dict[str, Any], ds, inits: np.ndarray
 
 def evaluate_model(model: Any, meta: dict[str, Any], ds, t_from: str, t_to: str, every: str | int = "6h",
                    held_out: list[str] | None = None, out_dir: str | Path = ".", batch_size: int = 16,
-                   met_error: bool = False) -> dict[str, Any]:
-    """Score the model on the store `ds` (on its grid) for inits in [t_from, t_to]; write scorecard md + png.
+                   met_error: bool = False, gbt: bool = True, gbt_kw: dict | None = None, source: str = "",
+                   name: str | None = None, extra_notes: list[str] | None = None, gbt_cache: str | None = None,
+                   echo=None) -> dict[str, Any]:
+    """Score the model on the store `ds` (on its grid) for inits in [t_from, t_to]; write scorecard md + png
+    (`name`.md / `name`.png, default scorecard.md / skill_by_lead.png).
 
     References: persistence and climatology/blend fitted on the data before `t_from` (training data only) for
-    training stations; IDW persistence of the input stations and the pooled climatology for held-out ones."""
+    training stations, plus (`gbt`) the GBT reference fitted on the training period at the input stations
+    (`training.evaluate_gbt`, cached by `source`, the data's provenance and the period); IDW persistence of the
+    input stations and the pooled climatology for held-out ones (the GBT needs the point's own history)."""
     from models.baselines import BaselineSuite, idw_persistence
     from models.stations import StationSeries
+    from training.evaluate_gbt import acceptance, gbt_forecast, ref_mae, summary
     from training.metrics import evaluate_forecast
     from training.scorecard import flat_metrics, markdown, plot
 
@@ -237,22 +243,39 @@ def evaluate_model(model: Any, meta: dict[str, Any], ds, t_from: str, t_to: str,
     lonlat = np.stack([ss.lon, ss.lat], 1)
     if (~is_in).any():
         refs_out["idw_persistence"] = idw_persistence(y[:, :, is_in], idx, lonlat[is_in], lonlat, n_l)
-    results = {}
+    gbt_note = "GBT reference: off (--no-gbt)"
+    if gbt:
+        g, how = gbt_forecast(ds_p, meta, inits, inputs, list(names), n_l, t0, source, gbt_kw, gbt_cache,
+                              echo or (lambda _m: None))
+        refs_in["gbt"] = g[:, :, :, 1]
+        gbt_note = ("GBT reference (models/gbt.py, HistGradientBoosting quantile, observed = perfect met like the "
+                    f"deep model) at the input stations, {how.split(', cached')[0]}; scored on the same "
+                    "(init, lead, station) samples as the deep model. Held-out stations: GBT cannot forecast "
+                    "there (it needs the point's own pollutant history), so the references are IDW persistence "
+                    "of the input stations and the pooled climatology")
+    results, summ = {}, {}
     for group, sel, refs in (("train_stations", is_in, refs_in), ("held_out_stations", ~is_in, refs_out)):
         if sel.any():
-            results[group] = evaluate_forecast(pred[..., sel], obs[..., sel],
-                                               {k: v[..., sel] for k, v in refs.items()})
+            r = {k: v[..., sel] for k, v in refs.items()}
+            results[group] = evaluate_forecast(pred[..., sel], obs[..., sel], r)
+            if "gbt" in r:
+                results[group]["mae_ref_gbt"], results[group]["n_ref_gbt"] = ref_mae(pred[..., 1, sel], r["gbt"],
+                                                                                     obs[..., sel])
+            summ[group] = summary(pred[..., 1, sel], obs[..., sel], r)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    notes = [f"inits {inits[0]} .. {inits[-1]} UTC every {parse_every(every)} h ({inits.size})",
-             f"input stations: {', '.join(inputs)}", f"held-out stations: {', '.join(held) or 'none'}",
-             "meteorology: " + ("observed + synthetic forecast error" if met_error else "observed (perfect)"),
-             "PM2.5 IAQI: 24-h breakpoints applied to hourly values; O3: 1-h breakpoints"]
-    md = out_dir / "scorecard.md"
-    md.write_text(markdown(results, f"aqcast scorecard — {meta.get('name', 'model')}", notes))
-    png = plot(results, out_dir / "skill_by_lead.png", "MAE and skill by lead")
+    notes = list(extra_notes or []) + [
+        f"inits {inits[0]} .. {inits[-1]} UTC every {parse_every(every)} h ({inits.size})",
+        f"input stations: {', '.join(inputs)}", f"held-out stations: {', '.join(held) or 'none'}",
+        "meteorology over the horizon: " + ("observed + synthetic forecast error (--met-error)" if met_error
+                                            else "the observed weather, used as a perfect forecast"),
+        gbt_note, "PM2.5 IAQI: 24-h breakpoints applied to hourly values; O3: 1-h breakpoints"]
+    md = out_dir / f"{name or 'scorecard'}.md"
+    md.write_text(markdown(results, f"aqcast scorecard — {meta.get('name', 'model')}", notes, summ,
+                           acceptance(results, summ)))
+    png = plot(results, out_dir / f"{name or 'skill_by_lead'}.png", "MAE and skill by lead")
     return {"results": results, "metrics": flat_metrics(results), "scorecard": md, "png": png,
-            "inputs": inputs, "held_out": held}
+            "inputs": inputs, "held_out": held, "summary": summ}
 
 
 def log_to_mlflow(report: dict[str, Any], meta: dict[str, Any], params: dict[str, Any]) -> str | None:
