@@ -144,8 +144,11 @@ def run_model(model: Any, sampler, batch_size: int = 16, met_error: bool = False
     rng = np.random.default_rng(seed)
     outs = []
     model.eval()
-    with torch.no_grad():
-        for b0 in range(0, len(sampler), batch_size):
+    from tqdm.auto import tqdm
+
+    starts = range(0, len(sampler), batch_size)
+    with torch.no_grad():  # a bar only for long runs (backtest chunks are short and have their own)
+        for b0 in tqdm(starts, desc="forecast", unit="batch", disable=None if len(sampler) > 64 else True):
             items = [sampler[i] for i in range(b0, min(b0 + batch_size, len(sampler)))]
             if met_error:
                 for it in items:
