@@ -212,12 +212,16 @@ def validate_store(ds: xr.Dataset, where: str = "store") -> None:
 def build_store(data_dir: str | Path, out: str | Path | None, res_km: float = 3.0, grid: Grid | None = None,
                 train_period: Any = None, elevation: str | Path | None = None,
                 emission_totals: str | Path | None = None, progress: bool = True, margin_km: float = 15.0,
-                command: str | None = None) -> xr.Dataset:
+                command: str | None = None,
+                emission_proxy_points: tuple[list[float], list[float]] | None = None) -> xr.Dataset:
     """Read `data_dir`, put everything on the grid and write the store to `out` (skip writing if None).
 
     Optional inputs (meteorology.nc, satellite.nc, emissions.nc or emission totals, static.nc or the elevation
     npy, truth.nc) that are absent become entries of attrs `missing`; meteorology then comes from the
     stations by IDW. `train_period`: None (default: all but the final 365 days), an end time, or (start, end).
+    `emission_proxy_points` (lons, lats): the points whose density spreads national emission totals over the
+    grid (default: this directory's stations; a model's inputs pin its training stations, so a new station
+    set does not move the emissions).
     """
     from features import store_build
 
@@ -228,7 +232,8 @@ def build_store(data_dir: str | Path, out: str | Path | None, res_km: float = 3.
     bar = _progress(len(steps), progress)
     try:
         ctx = store_build.Context(data_dir=data_dir, res_km=res_km, grid=grid, margin_km=margin_km,
-                                  elevation=elevation, emission_totals=emission_totals)
+                                  elevation=elevation, emission_totals=emission_totals,
+                                  emission_proxy_points=emission_proxy_points)
         for name, fn in steps:
             bar(name)
             fn(ctx)

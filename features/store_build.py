@@ -40,6 +40,7 @@ class Context:
     margin_km: float = 15.0
     elevation: str | Path | None = None
     emission_totals: str | Path | None = None
+    emission_proxy_points: tuple[list[float], list[float]] | None = None  # (lons, lats); None: the stations
     ds: xr.Dataset = field(default_factory=xr.Dataset)
     st: xr.Dataset | None = None
     flags: xr.Dataset | None = None
@@ -246,7 +247,8 @@ def _derived_emissions(ctx: Context, path: Path) -> None:
     sectors = sorted(df["sector"].astype(str).unique())
     prof = regrid.default_profiles(sectors)
     fac = regrid.temporal_factors(prof["hour"], prof["weekday"], prof["month"], ctx.times, ctx.utc_offset)
-    proxy = regrid.station_density_proxy(ctx.grid, ctx.ds["station_lon"].values, ctx.ds["station_lat"].values)
+    pts = ctx.emission_proxy_points or (ctx.ds["station_lon"].values, ctx.ds["station_lat"].values)
+    proxy = regrid.station_density_proxy(ctx.grid, np.asarray(pts[0], float), np.asarray(pts[1], float))
     _, _, _, year = regrid.local_calendar(ctx.times, ctx.utc_offset)
     for meic, s in MEIC_SPECIES.items():
         name = f"emis_{s}"

@@ -14,7 +14,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from features.calendar import CALENDAR_VARS, DEFAULT_UTC_OFFSET, calendar_features
+from features.calendar import (
+    CALENDAR_VARS,
+    COMPUTED_VARS,
+    DEFAULT_UTC_OFFSET,
+    calendar_features,
+    solar_cos_zenith,
+)
 from features.errors import DataError
 
 POLLUTANTS: tuple[str, ...] = ("pm25", "pm10", "so2", "no2", "co", "o3")
@@ -120,7 +126,7 @@ class WindowSampler:
         self.forcing_vars = list(default_forcing_vars(ds) if forcing_vars is None else forcing_vars)
         self.static_vars = list(default_static_vars(ds) if static_vars is None else static_vars)
         need = [v for v in self.obs_vars + self.forcing_vars + self.static_vars
-                if v not in CALENDAR_VARS and self._station_var(v) is None and v not in ds]
+                if v not in COMPUTED_VARS and self._station_var(v) is None and v not in ds]
         if need:
             raise DataError(f"store has no variable(s) {need}; it has {sorted(map(str, ds.data_vars))}")
 
@@ -132,11 +138,13 @@ class WindowSampler:
                 self._obs.append(("stn", self._station_values(ds, p)[:, in_idx]))
             else:
                 self._obs.append(("grid", np.asarray(ds[v].values, dtype=np.float32)))
-        self._forcing = [None if v in CALENDAR_VARS else np.asarray(ds[v].values, dtype=np.float32)
+        self._forcing = [None if v in COMPUTED_VARS else np.asarray(ds[v].values, dtype=np.float32)
                          for v in self.forcing_vars]
         self._forcing_has_nan = [a is not None and bool(np.isnan(a).any()) for a in self._forcing]
-        self._calendar = calendar_features(times, self.utc_offset)
-        self._cal_col = {v: k for k, v in enumerate(CALENDAR_VARS)}
+        lon_c, lat_c = self._domain_centre(ds)
+        self._calendar = np.concatenate([calendar_features(times, self.utc_offset),
+                                         solar_cos_zenith(times, lon_c, lat_c)[:, None]], axis=1)
+        self._cal_col = {v: k for k, v in enumerate(COMPUTED_VARS)}
         st = [np.asarray(ds[v].values, dtype=np.float32) for v in self.static_vars]
         self._static = np.nan_to_num(np.stack(st) if st else np.zeros((0, self.ny, self.nx), np.float32))
         missing_t = [p for p in TARGETS if f"stn_{p}" not in ds]
@@ -162,6 +170,13 @@ class WindowSampler:
                             f"{self.leads} h) inside the store {self.times[0]} .. {self.times[-1]}; "
                             "use features.windows.valid_init_times")
         return idx.astype(np.int64)
+
+    @staticmethod
+    def _domain_centre(ds: xr.Dataset) -> tuple[float, float]:
+        """(lon, lat) of the grid's centre for the solar-geometry forcing (mean of the cell centres)."""
+        if "lon" in ds.coords and "lat" in ds.coords:
+            return float(np.nanmean(ds["lon"].values)), float(np.nanmean(ds["lat"].values))
+        return float(np.nanmean(ds["station_lon"].values)), float(np.nanmean(ds["station_lat"].values))
 
     @staticmethod
     def _pick(stations: list[str], chosen: Sequence[str] | None, pos: dict, what: str) -> list[str]:

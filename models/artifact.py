@@ -61,6 +61,8 @@ class ModelCard(BaseModel):
     created: str | None = None
     code_version: str | None = None
     store: str | None = Field(None, description="feature store the model was trained on (informative)")
+    quantile_calibration: dict[str, Any] | None = Field(None, description="P10/P90 gap scales fitted after "
+                                                        "training (inside the graph) and their coverage")
 
     def write(self, directory: str | Path) -> Path:
         """Write `model_card.json` into `directory`; returns its path."""

@@ -1,7 +1,7 @@
 """Architecture hyper-parameters of the deep model (embedded by the training YAML config as `model:`)."""
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SPECIES: tuple[str, ...] = ("pm25", "o3")
 QUANTILES: tuple[float, ...] = (0.1, 0.5, 0.9)
@@ -34,6 +34,8 @@ class ModelConfig(BaseModel):
     dilations: tuple[int, ...] = (1, 2, 4, 1, 2, 4)
     decoder_hidden: int = Field(32, ge=4)
     decoder_kernel: int = Field(1, ge=1)
+    decoder_layers: int = Field(1, ge=1, le=4)
+    forcing_windows: tuple[int, ...] = ()
     dropout: float = Field(0.0, ge=0, lt=1)
     persistence_skip: bool = True
 
@@ -50,6 +52,13 @@ class ModelConfig(BaseModel):
         if k % 2 == 0:
             raise ValueError("decoder_kernel must be odd")
         return k
+
+    @model_validator(mode="after")
+    def _windows(self) -> ModelConfig:
+        bad = [w for w in self.forcing_windows if not 2 <= w <= self.history]
+        if bad:
+            raise ValueError(f"forcing_windows must lie in 2..history ({self.history} h): {bad}")
+        return self
 
     @field_validator("species")
     @classmethod

@@ -5,8 +5,9 @@ Pipeline (all fully convolutional, limited receptive field, so large grids can b
 2. spread every observed channel and hour with a multi-scale normalized convolution (value + confidence);
 3. fold history into channels (obs features every hour, forcing every `history_forcing_stride` hours),
    add static fields, 1x1 stem, dilated residual encoder -> state z [B, hidden, Y, X];
-4. shared per-lead decoder: z + projected forcing at valid time (+ its running mean since init) + lead
-   embedding -> 6 channels (2 species x {p50, lower gap, upper gap});
+4. shared per-lead decoder: z + projected forcing at valid time (+ its running mean since init and its
+   trailing means over `forcing_windows` hours) + lead embedding -> MLP (`decoder_layers`) -> 6 channels
+   (2 species x {p50, lower gap, upper gap}); the gaps are scaled by the calibration buffer `gap_scale`;
 5. p50 (normalised log space) = head + alpha[lead, species] * spread last observation (persistence skip);
    p10 = p50 - softplus, p90 = p50 + softplus (monotone), expm1 back to ug m-3, then relu (non-negative).
 """
@@ -71,10 +72,11 @@ class AQNet(nn.Module):
         self.blocks = nn.Sequential(*[ResBlock(cfg.hidden, d, cfg.dropout) for d in cfg.dilations])
         d = cfg.decoder_hidden
         self.z_proj = nn.Conv2d(cfg.hidden, d, 1)
-        self.f_proj = nn.Conv2d(3 * cf, d, 1, bias=False)
+        self.f_proj = nn.Conv2d((3 + len(cfg.forcing_windows)) * cf, d, 1, bias=False)
         self.lead_emb = nn.Parameter(torch.zeros(n_leads, d))
         k = cfg.decoder_kernel
         self.dec = nn.Conv2d(d, d, k, padding=k // 2)
+        self.dec_extra = nn.ModuleList(nn.Conv2d(d, d, 1) for _ in range(cfg.decoder_layers - 1))
         self.head = nn.Conv2d(d, len(cfg.species) * 3, 1)
         nn.init.normal_(self.lead_emb, std=0.02)
         with torch.no_grad():  # initial P10-P90 gap ~ +-0.5 std in log space
@@ -84,6 +86,9 @@ class AQNet(nn.Module):
         self.alpha = nn.Parameter(alpha0 if cfg.persistence_skip else torch.zeros_like(alpha0),
                                   requires_grad=cfg.persistence_skip)
         self.register_buffer("lead_count", lead.reshape(1, n_leads, 1, 1, 1))
+        # post-hoc calibration of the P10/P90 gaps per lead and species ([L, 2, {lower, upper}]); fitted after
+        # training by `training.calibrate`, 1 = as trained. A buffer, so the exported artifact carries it.
+        self.register_buffer("gap_scale", torch.ones(n_leads, len(cfg.species), 2))
 
     def _obs_features(self, obs: torch.Tensor, obs_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """-> folded features [B, C_in, Y, X] and spread last-hour target species [B, n_sp, Y, X]."""
@@ -100,39 +105,72 @@ class AQNet(nn.Module):
         base = [last[:, i] if i >= 0 else torch.zeros_like(last[:, 0]) for i in self.species_idx]
         return folded, torch.stack(base, dim=1)
 
-    def encode(self, obs: torch.Tensor, obs_mask: torch.Tensor, forcing: torch.Tensor,
-               forcing_mask: torch.Tensor, static: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """-> (state z [B, hidden, Y, X], normalised future forcing feats [B, L, 3Cf, Y, X], base [B,2,Y,X])."""
-        h = self.cfg.history
-        ny, nx = obs.shape[-2], obs.shape[-1]
+    def state(self, obs: torch.Tensor, obs_mask: torch.Tensor, forcing: torch.Tensor,
+              forcing_mask: torch.Tensor, static: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder: -> (state z [B, hidden, Y, X], spread last observation of the targets [B, 2, Y, X])."""
+        h, ny, nx = self.cfg.history, obs.shape[-2], obs.shape[-1]
         obs_f, base = self._obs_features(obs, obs_mask)
-        fm = (forcing_mask > 0.5).to(forcing.dtype)
-        fz = torch.where(fm > 0, self.forcing_norm(forcing, dim=2), torch.zeros_like(forcing))
-        hist = torch.cat([fz[:, self.hist_start:h:self.cfg.history_forcing_stride],
-                          fm[:, self.hist_start:h:self.cfg.history_forcing_stride]], dim=2)
+        sl = slice(self.hist_start, h, self.cfg.history_forcing_stride)
+        fm = (forcing_mask[:, sl] > 0.5).to(forcing.dtype)
+        fz = torch.where(fm > 0, self.forcing_norm(forcing[:, sl], dim=2), torch.zeros_like(fm))
+        hist = torch.cat([fz, fm], dim=2)
         parts = [obs_f, hist.reshape(-1, hist.shape[1] * hist.shape[2], ny, nx)]
         if self.static_names:
             parts.append(self.static_norm(static, dim=1))
-        z = self.blocks(self.stem(torch.cat(parts, dim=1)))
-        fut, fut_m = fz[:, h:], fm[:, h:]
-        running = torch.cumsum(fut, dim=1) / self.lead_count
-        return z, torch.cat([fut, fut_m, running], dim=2), base
+        return self.blocks(self.stem(torch.cat(parts, dim=1))), base
+
+    def future_features(self, forcing: torch.Tensor, forcing_mask: torch.Tensor) -> torch.Tensor:
+        """Per-lead forcing features [B, L, (3 + n_windows) * Cf, Y, X] from forcing [B, H + L, Cf, Y, X].
+
+        At each valid hour: the normalised forcing, its mask, its running mean since init and, for each
+        `forcing_windows` w, its trailing w-hour mean ending at the valid hour (reaching back into the history,
+        e.g. the ventilation of the last day). Missing forcing counts as 0 (the normalised mean).
+        """
+        h = self.cfg.history
+        fm = (forcing_mask > 0.5).to(forcing.dtype)
+        fz = torch.where(fm > 0, self.forcing_norm(forcing, dim=2), torch.zeros_like(forcing))
+        fut = fz[:, h:]
+        parts = [fut, fm[:, h:], torch.cumsum(fut, dim=1) / self.lead_count]
+        if self.cfg.forcing_windows:
+            cs = torch.cumsum(fz, dim=1)  # cs[t] = sum of fz[0..t]
+            n_l = self.cfg.leads
+            for w in self.cfg.forcing_windows:  # mean over valid-w+1 .. valid; w <= history (validated)
+                parts.append((cs[:, h:] - cs[:, h - w:h - w + n_l]) / float(w))
+        return torch.cat(parts, dim=2)
+
+    def decode_parts(self, z: torch.Tensor, fut: torch.Tensor,
+                     base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Shared per-lead decoder: state z [B, hidden, Y, X], features fut [B, L, F, Y, X], base [B, 2, Y, X]
+        -> (p50, lower gap, upper gap), each [B, L, 2, Y, X] in the targets' normalised log space, the gaps
+        scaled by `gap_scale`. Per cell when decoder_kernel == 1 (any cell layout)."""
+        n_leads, n_sp = self.cfg.leads, len(self.cfg.species)
+        ny, nx = z.shape[-2], z.shape[-1]
+        d = self.z_proj.out_channels
+        fp = self.f_proj(fut.reshape(-1, fut.shape[2], ny, nx)).reshape(-1, n_leads, d, ny, nx)
+        hid = F.gelu(self.z_proj(z).unsqueeze(1) + fp + self.lead_emb.reshape(1, n_leads, -1, 1, 1))
+        hid = F.gelu(self.dec(hid.reshape(-1, d, ny, nx)))
+        for layer in self.dec_extra:
+            hid = hid + F.gelu(layer(hid))
+        out = self.head(hid).reshape(-1, n_leads, n_sp, 3, ny, nx)
+        p50 = out[:, :, :, 1] + self.alpha.reshape(1, n_leads, n_sp, 1, 1) * base.unsqueeze(1)
+        scale = self.gap_scale.reshape(1, n_leads, n_sp, 2, 1, 1)
+        return p50, F.softplus(out[:, :, :, 0]) * scale[:, :, :, 0], F.softplus(out[:, :, :, 2]) * scale[:, :, :, 1]
+
+    def decode(self, z: torch.Tensor, fut: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """`decode_parts` -> quantiles [B, L, 2, 3, Y, X] in ug m-3 (monotone, non-negative)."""
+        p50, g_lo, g_hi = self.decode_parts(z, fut, base)
+        q = torch.stack([p50 - g_lo, p50, p50 + g_hi], dim=3)  # [B, L, 2, 3, Y, X] normalised log space
+        return F.relu(self.target_norm.denormalize(q, dim=2))
 
     def forward(self, obs: torch.Tensor, obs_mask: torch.Tensor, forcing: torch.Tensor,
                 forcing_mask: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
-        n_leads, n_sp = self.cfg.leads, len(self.cfg.species)
-        ny, nx = obs.shape[-2], obs.shape[-1]
-        z, fut, base = self.encode(obs, obs_mask, forcing, forcing_mask, static)
-        fp = self.f_proj(fut.reshape(-1, fut.shape[2], ny, nx)).reshape(-1, n_leads, self.z_proj.out_channels,
-                                                                         ny, nx)
-        hid = F.gelu(self.z_proj(z).unsqueeze(1) + fp + self.lead_emb.reshape(1, n_leads, -1, 1, 1))
-        hid = F.gelu(self.dec(hid.reshape(-1, hid.shape[2], ny, nx)))
-        out = self.head(hid).reshape(-1, n_leads, n_sp, 3, ny, nx)
-        p50 = out[:, :, :, 1] + self.alpha.reshape(1, n_leads, n_sp, 1, 1) * base.unsqueeze(1)
-        lo = p50 - F.softplus(out[:, :, :, 0])
-        hi = p50 + F.softplus(out[:, :, :, 2])
-        q = torch.stack([lo, p50, hi], dim=3)  # [B, L, 2, 3, Y, X] normalised log space
-        return F.relu(self.target_norm.denormalize(q, dim=2))
+        z, base = self.state(obs, obs_mask, forcing, forcing_mask, static)
+        return self.decode(z, self.future_features(forcing, forcing_mask), base)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Weights saved before `gap_scale` existed load as uncalibrated (scale 1)."""
+        state_dict.setdefault(prefix + "gap_scale", torch.ones_like(self.gap_scale))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward_normalized(self, *inputs: torch.Tensor) -> torch.Tensor:
         """Forecast in the normalised log1p space of the targets (for losses that want it)."""

@@ -114,3 +114,38 @@ def test_evaluate_scorecard_train_and_held_out(tmp_path, tiny_store, model_meta)
     assert "## train_stations — pm25" in md and "## held_out_stations — o3" in md
     assert rep["png"].stat().st_size > 1000
     assert "train_stations.pm25.mae.mean" in rep["metrics"]
+
+
+def test_new_data_directory_gets_the_models_inputs(tmp_path, monkeypatch) -> None:
+    """A data directory with no emission file beside it and a different station set still gets the emission
+    inputs the model was trained with: the side file comes from the model's store options and the emission
+    totals are spread by the training stations, not by the new ones."""
+    from conftest import TINY_RAW_STATIONS, write_uci_dir
+
+    from features.store import build_store
+    from training.evaluate import build_store_for
+
+    monkeypatch.setenv("AQCAST_SHARED_DATA", str(tmp_path / "no-shared"))
+    side = tmp_path / "model_side" / "emissions"
+    side.mkdir(parents=True)
+    totals = side / "meic_china_sector_totals_2010_2017.csv"
+    pd.DataFrame([{"species": sp, "year": yr, "sector": sec, "emission_tg": 1.0 + k}
+                  for sp in ("NOx", "SO2", "NMVOC", "NH3", "PM2.5") for yr in (2020, 2021)
+                  for k, sec in enumerate(("Power", "Industry", "Residential", "Transportation"))]
+                 ).to_csv(totals, index=False)
+    train_dir = write_uci_dir(tmp_path / "train" / "data", n_days=6)
+    ref = build_store(train_dir, None, emission_totals=totals, progress=False)
+    lons, lats = ref["station_lon"].values.tolist(), ref["station_lat"].values.tolist()
+    meta = {"grid": ref.attrs["grid"], "store_options": {"emission_totals": str(totals),
+                                                          "emission_proxy_points": [lons, lats]}}
+    more = dict(TINY_RAW_STATIONS) | {"Echo": (116.40, 40.02), "Foxtrot": (116.33, 39.96)}
+    new_dir = write_uci_dir(tmp_path / "elsewhere" / "data", n_days=6, stations=more)
+    assert not (new_dir.parent / "emissions").exists()
+    ds = build_store_for(new_dir, meta)
+    assert ds.sizes["station"] == 5 and "emis_nox" in ds
+    np.testing.assert_allclose(ds["emis_nox"].values, ref["emis_nox"].values, rtol=1e-6)
+    unpinned = build_store(new_dir, None, grid=Grid.from_json(ref.attrs["grid"]), emission_totals=totals,
+                           progress=False)
+    assert not np.allclose(unpinned["emis_nox"].values, ref["emis_nox"].values)  # the new stations move it
+    meta["store_options"]["emission_totals"] = str(tmp_path / "gone" / totals.name)
+    assert "emis_nox" not in build_store_for(new_dir, meta)  # nothing to find: missing, said in attrs

@@ -181,3 +181,47 @@ def test_build_from_store_norm_stats_round_trip(tiny_store):
     assert d["obs_pm25"]["log1p"] and d["obs_pm25"]["mean"] == pytest.approx(stats["obs_pm25"]["mean_log1p"])
     assert model.forcing_norm.as_dict()["met_sp"]["mean"] == pytest.approx(stats["met_sp"]["mean"])
     assert model.target_norm.names == ["obs_pm25", "obs_o3"]
+
+
+def test_trailing_forcing_windows_are_exact_means():
+    """forcing_windows: the feature at lead l is the mean of the normalised forcing over the w hours ending at
+    the valid hour (history hours included); a change after the valid hour cannot reach it."""
+    model, cfg = _model(forcing_windows=[3, 6], decoder_layers=2)
+    _, _, f, fm, _ = _inputs(cfg)
+    feats = model.future_features(f, fm)
+    cf, h = len(FORC), cfg.history
+    assert feats.shape == (2, cfg.leads, 5 * cf, 10, 11)
+    z = model.forcing_norm(f, dim=2)
+    for lead_idx in range(cfg.leads):
+        v = h + lead_idx
+        for k, w in enumerate((3, 6)):
+            want = z[:, v - w + 1:v + 1].mean(1)
+            torch.testing.assert_close(feats[:, lead_idx, (3 + k) * cf:(4 + k) * cf], want, atol=1e-5, rtol=0)
+    f2 = f.clone()
+    f2[:, h + 2:] += 5.0  # change forcing after lead index 1
+    assert torch.equal(model.future_features(f2, fm)[:, :2], feats[:, :2])
+
+
+def test_decoder_options_validate_and_stay_monotone():
+    with pytest.raises(ValueError, match="forcing_windows"):
+        ModelConfig(**{**SMALL, "forcing_windows": [12]})  # longer than the 6-h history
+    with pytest.raises(ValueError):
+        ModelConfig(decoder_layers=0)
+    model, cfg = _model(forcing_windows=[2, 6], decoder_layers=3, decoder_hidden=12)
+    with torch.no_grad():
+        y = model(*_inputs(cfg))
+    assert (y >= 0).all() and (y[:, :, :, 0] <= y[:, :, :, 1]).all() and (y[:, :, :, 1] <= y[:, :, :, 2]).all()
+
+
+def test_station_forward_matches_full_grid_with_decoder_options():
+    from models.losses import gather_stations
+    from training.module import station_forward
+
+    model, cfg = _model(forcing_windows=[3, 6], decoder_layers=2)
+    torch.nn.init.normal_(model.head.weight, std=0.1)
+    x = _inputs(cfg)
+    row, col = torch.tensor([[0, 4, 9], [3, 3, 7]]), torch.tensor([[1, 10, 5], [0, 6, 2]])
+    with torch.no_grad():
+        ref = gather_stations(model(*x), row, col)
+        fast = station_forward(model, *x, row, col)
+    torch.testing.assert_close(fast, ref, atol=1e-4, rtol=1e-4)

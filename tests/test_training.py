@@ -71,9 +71,25 @@ def test_train_logs_registers_and_prints_uri(trained: dict, home: Path) -> None:
         a.path for a in client.list_artifacts(run.info.run_id, "plots")} | {
         a.path for a in client.list_artifacts(run.info.run_id, "model")}
     assert {"plots/skill_by_lead.png", "plots/forecast_map.png", "plots/station_series.png",
-            "model/model.pt", "store_attrs.json", "config.json"} <= arts
+            "model/model.pt", "store_attrs.json", "config.json", "calibration.json"} <= arts
     state = json.loads((trained["run_dir"] / "state.json").read_text())
     assert state["status"] == "finished" and state["model_uri"] == trained["uri"]
+
+
+def test_runs_lists_the_training_run_with_its_scores(trained: dict, home: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from training.cli import build_app
+
+    out = tmp_path / "runs.md"
+    res = CliRunner().invoke(build_app(), ["runs", "--experiment", "aqcast-tiny", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    row = next(ln for ln in out.read_text().splitlines() if ln.startswith("| e2e |"))
+    client = _client(home)
+    run = client.get_run(client.get_model_version_by_alias("aqcast", "challenger").run_id)
+    assert f"{run.data.metrics['final_val_mae_pm25_h24']:.1f}" in row and trained["uri"] in row
+    bad = CliRunner().invoke(build_app(), ["runs", "--experiment", "no-such-experiment"])
+    assert bad.exit_code == 2 and "no MLflow experiment" in bad.output
 
 
 def test_load_model_round_trips_predictions(trained: dict, home: Path, tiny_store_path: Path) -> None:
@@ -121,12 +137,28 @@ def test_station_forward_matches_model(tiny_store_path: Path) -> None:
     assert check_station_forward(m.net, batch) < 1e-3
 
 
-def _train_in_process(home: Path, store: Path, name: str) -> dict:
+def _train_in_process(home: Path, store: Path, name: str, *extra: str) -> dict:
     from training.config import load_config
     from training.train import run_training
 
-    cfg = load_config(TINY, ["optim.max_epochs=1", "tracking.log_plots=false"])
+    cfg = load_config(TINY, ["optim.max_epochs=1", "tracking.log_plots=false", *extra])
     return run_training(cfg, store=str(store), run_name=name, echo=lambda s: None)
+
+
+def test_ema_weights_are_validated_and_registered(home: Path, tiny_store_path: Path) -> None:
+    """With optim.ema_decay the checkpoint (and so the registered model) holds the averaged weights, and the
+    raw weights travel beside them for --resume."""
+    import torch
+
+    from training.tracking import load_model
+
+    run = _train_in_process(home, tiny_store_path, "ema", "optim.ema_decay=0.5", "optim.warmup_steps=0")
+    ckpt = torch.load(Path(run["run_dir"]) / "best.ckpt", weights_only=False)
+    avg, raw = ckpt["state_dict"], ckpt["current_model_state"]
+    assert any(not torch.equal(avg[k], raw[k]) for k in avg if k.endswith("weight"))
+    net, _ = load_model(run["uri"])
+    k = "head.weight"
+    assert torch.equal(net.state_dict()[k], avg[f"net.{k}"])
 
 
 def test_reproducible_with_same_seed(home: Path, tiny_store_path: Path) -> None:

@@ -152,3 +152,30 @@ def test_getitem_is_fast_on_24x24(tiny_store) -> None:
         s[i * 3 % len(s)]
     ms = (time.perf_counter() - t0) / n * 1000
     assert ms < 25, f"__getitem__ takes {ms:.1f} ms"
+
+
+def test_solar_zenith_geometry() -> None:
+    """cos(zenith) at Beijing: ~cos(lat - 23.44) at the June solstice's solar noon (~04:14 UTC), ~cos(lat +
+    23.44) in December, 0 at night; the noon of a point 15 degrees further east comes an hour earlier."""
+    from features.calendar import solar_cos_zenith
+
+    t = np.array(["2015-06-21T04:14", "2015-12-21T04:14", "2015-06-21T16:14"], dtype="datetime64[ns]")
+    c = solar_cos_zenith(t, 116.4, 39.9)
+    assert abs(c[0] - np.cos(np.deg2rad(39.9 - 23.44))) < 0.01
+    assert abs(c[1] - np.cos(np.deg2rad(39.9 + 23.44))) < 0.01 and c[2] == 0
+    day = np.arange("2015-06-21T00", "2015-06-22T00", dtype="datetime64[h]").astype("datetime64[ns]")
+    assert solar_cos_zenith(day, 116.4, 39.9).argmax() == 4
+    assert solar_cos_zenith(day, 131.4, 39.9).argmax() == 3
+
+
+def test_sun_cosz_forcing_follows_the_window_times(tiny_store) -> None:
+    from features.calendar import solar_cos_zenith
+
+    t = tiny_store["time"].values
+    init = t[60]
+    s = WindowSampler(tiny_store, [init], forcing_vars=["met_t2m", "sun_cosz", "hour_sin"])
+    x = s[0]
+    want = solar_cos_zenith(init + np.arange(-H + 1, L + 1) * np.timedelta64(1, "h"),
+                            float(tiny_store["lon"].mean()), float(tiny_store["lat"].mean()))
+    assert np.allclose(x["forcing"][:, 1, 2, 2], want) and np.allclose(x["forcing"][:, 1, 0, 0], want)
+    assert want.max() > 0.3 and (want == 0).sum() > 20  # days and nights inside the 96-h window

@@ -234,7 +234,7 @@ def bench_load(art: Path, store: Path, work: Path, rates: list[float], duration:
 
 
 def run_all(quick: bool, threads: int, big: int, tile: int, rates: list[float], duration: float,
-            skip: set[str]) -> dict[str, Any]:
+            skip: set[str], model_cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Every benchmark part; returns a JSON-able dict."""
     from models.artifact import ModelCard
     from training.export import random_inputs
@@ -242,9 +242,9 @@ def run_all(quick: bool, threads: int, big: int, tile: int, rates: list[float], 
     res: dict[str, Any] = {"quick": quick}
     with tempfile.TemporaryDirectory(prefix="aqcast-bench-") as tmp:
         work = Path(tmp)
-        model, store, art = synthetic_setup(work)
+        model, store, art = synthetic_setup(work, cfg=model_cfg)
         card = ModelCard.read(art)
-        res["model"] = {"params": int(sum(p.numel() for p in model.parameters())),
+        res["model"] = {"config": dict(model_cfg or {}), "params": int(sum(p.numel() for p in model.parameters())),
                         "onnx_mb": (art / "model.onnx").stat().st_size / 1e6, "parity": card.parity.model_dump()}
         for b in (1, 4):
             x = random_inputs(card.channels, card.history, card.leads, 24, 24, b, 1, card.norm_stats)
@@ -280,15 +280,26 @@ def bench(
     duration: float = typer.Option(60.0, help="Seconds per load level (--quick: 5)."),
     out: Path = typer.Option(None, help="Write the results as JSON here."),
     skip: str = typer.Option("", help="Comma list of parts to skip: engines,grid,big,load."),
+    config: Path = typer.Option(None, "--config", help="Benchmark the architecture of this training config's "
+                                "`model:` section (default: ModelConfig defaults)."),
 ) -> None:
     """Benchmark ORT vs eager, full-grid forecast times (Beijing-sized and big grids), /forecast latency."""
     threads = threads or os.cpu_count() or 1
     res = run_all(quick=quick, threads=threads, big=big if not quick else min(big, 400), tile=tile,
                   rates=[float(r) for r in rps.split(",") if r], duration=5.0 if quick else duration,
-                  skip={s.strip() for s in skip.split(",") if s.strip()})
+                  skip={s.strip() for s in skip.split(",") if s.strip()},
+                  model_cfg=_model_section(config) if config else None)
     res["machine"] = {"cpus": os.cpu_count(), "threads": threads, "python": sys.version.split()[0],
                       "platform": platform.platform(), "gflops_matmul": matmul_rate(threads)}
     text = json.dumps(res, indent=1, default=float)
     typer.echo(text)
     if out:
         Path(out).write_text(text)
+
+
+def _model_section(path: Path) -> dict[str, Any]:
+    """The validated `model:` section of a training config, without history/leads (the bench sets its own)."""
+    from training.config import load_config
+
+    m = dict(load_config(path).model)
+    return {k: v for k, v in m.items() if k not in ("history", "leads")}

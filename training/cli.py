@@ -22,7 +22,7 @@ def build_app() -> typer.Typer:
     from features import cli as features_cli
     from features.synth import cli as synth_cli
     from serving import cli as serving_cli
-    from training import bench, commands, export, pipeline
+    from training import bench, commands, export, pipeline, runs
 
     app = typer.Typer(help="aqcast: hourly PM2.5 and ozone forecasts for every grid cell, 1-72 h ahead.",
                       no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -32,6 +32,7 @@ def build_app() -> typer.Typer:
     app.command("evaluate")(commands.evaluate)
     app.command("backtest")(commands.backtest)
     app.command("promote")(commands.promote)
+    app.command("runs")(runs.runs_command)
     app.command("export")(export.export_command)
     app.command("serve")(serving_cli.serve)
     app.command("bento")(serving_cli.bento)

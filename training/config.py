@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from features.errors import DataError, Problem
 
-CALENDAR = ("hour_sin", "hour_cos", "doy_sin", "doy_cos", "weekend")
+CALENDAR = ("hour_sin", "hour_cos", "doy_sin", "doy_cos", "weekend", "sun_cosz")  # computed, not stored
 OBS_PREFIXES = ("obs_", "stn_", "sat_")
 FORCING_PREFIXES = ("met_", "emis_")
 STATIC_PREFIXES = ("static_", "station_distance_km")
@@ -144,6 +144,10 @@ class OptimConfig(_Strict):
     loss_space: Literal["log1p", "sqrt", "linear"] = "log1p"
     species_weight: tuple[float, float] = (1.0, 1.0)
     val_check_interval: float = Field(1.0, gt=0, le=1.0, description="fraction of an epoch between validations")
+    ema_decay: float | None = Field(None, gt=0, lt=1, description="exponential moving average of the weights "
+                                    "(e.g. 0.998; None = off), used for validation and the registered model")
+    calibrate_quantiles: bool = Field(True, description="after training, scale the P10/P90 gaps per lead and "
+                                      "species to 80 % coverage on the validation inits (training.calibrate)")
 
 
 class TrackingConfig(_Strict):

@@ -17,6 +17,9 @@ HOUR = np.timedelta64(3600 * 10**9, "ns")
 MET_ERROR = {"t2m": (0.8, 1.7), "d2m": (1.0, 2.0), "sp": (0.4, 1.6), "u10": (1.0, 1.5), "v10": (1.0, 1.5),
              "ws": (0.8, 1.2), "rh": (6.0, 9.0), "blh": (80.0, 150.0), "ssr": (30.0, 60.0)}
 MET_ERROR_REL = {"tp": 0.5}  # precipitation: multiplicative log-normal error
+# side files a store may be derived from: option -> (folder beside the data directory, default file name)
+SIDE_FILES = {"emission_totals": ("emissions", "meic_china_sector_totals_2010_2017.csv"),
+              "elevation": ("elevation", "altitude_0.05deg_china.npy")}
 
 
 def parse_every(every: str | int) -> int:
@@ -64,12 +67,22 @@ def build_store_for(data_dir: str | Path, meta: dict[str, Any]):
 
     `meta["store_options"]` (optional dict: elevation, emission_totals, ...) is passed to `build_store` so the
     inputs are derived as they were for training."""
+    from features.paths import shared_data_dir
     from features.store import build_store
 
     if not Path(data_dir).is_dir():
         raise DataError(f"data directory not found: {data_dir}")
     opts = dict(meta.get("store_options") or {})
     opts.pop("grid", None)
+    for key, (sub, name) in SIDE_FILES.items():  # the data's own side files, else the model's, else shared/
+        given = opts.get(key)
+        cands = [Path(data_dir).parent / sub / (Path(given).name if given else name),
+                 Path(given) if given else None, shared_data_dir() / sub / (Path(given).name if given else name)]
+        found = next((c for c in cands if c is not None and c.is_file()), None)
+        opts[key] = str(found) if found else None
+    proxy = opts.get("emission_proxy_points")
+    if proxy is not None:
+        opts["emission_proxy_points"] = (list(proxy[0]), list(proxy[1]))
     return build_store(data_dir, None, grid=grid_from_meta(meta), progress=False, **opts)
 
 
@@ -93,6 +106,7 @@ def channels_of(meta: dict[str, Any], model: Any) -> dict[str, list[str]]:
 
 def make_sampler(ds, inits: np.ndarray, meta: dict[str, Any], model: Any, **kw):
     """WindowSampler over `inits` with the model's channels, the store padded so every init has a window."""
+    from features.calendar import COMPUTED_VARS
     from features.windows import WindowSampler
 
     h = int(meta.get("history", getattr(getattr(model, "cfg", None), "history", 24)))
@@ -100,7 +114,7 @@ def make_sampler(ds, inits: np.ndarray, meta: dict[str, Any], model: Any, **kw):
     ds = pad_time(ds, inits.min() - (h - 1) * HOUR, inits.max() + n_l * HOUR)
     ch = channels_of(meta, model)
     missing = [v for v in ch["obs"] + ch["forcing"] + ch["static"]
-               if v not in ds and not v.startswith(("hour_", "doy_", "weekend")) and f"stn_{v[4:]}" not in ds]
+               if v not in ds and v not in COMPUTED_VARS and f"stn_{v[4:]}" not in ds]
     if missing:
         raise DataError(f"the data lack channels the model needs: {missing}")
     return WindowSampler(ds, inits, history=h, leads=n_l, obs_vars=ch["obs"], forcing_vars=ch["forcing"],

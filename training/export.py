@@ -196,7 +196,7 @@ def build_card(model: Any, meta: Mapping[str, Any], parity_report: Parity | None
         validation_metrics={k: v for k, v in dict(metrics).items() if isinstance(v, (int, float, str, dict, list))},
         norm_stats=json.loads(norm) if isinstance(norm, str) else dict(norm), parity=parity_report,
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), code_version=code_version(),
-        store=_str(meta.get("store")))
+        store=_str(meta.get("store")), quantile_calibration=meta.get("quantile_calibration"))
 
 
 def _str(v: Any) -> str | None:

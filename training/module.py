@@ -13,7 +13,6 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from training.config import TrainConfig
 
@@ -31,42 +30,26 @@ def _take(a: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 def station_forward(net: Any, obs: torch.Tensor, obs_mask: torch.Tensor, forcing: torch.Tensor,
                     forcing_mask: torch.Tensor, static: torch.Tensor, row: torch.Tensor,
-                    col: torch.Tensor) -> torch.Tensor:
-    """AQNet's forecast at the station cells only -> [B, L, 2, 3, S] (ug m-3).
+                    col: torch.Tensor, parts: bool = False) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """AQNet's forecast at the station cells only -> [B, L, 2, 3, S] (ug m-3); with `parts`, the decoder's
+    (p50, lower gap, upper gap) in normalised log space instead, each [B, L, 2, S] (for calibration).
 
-    The same arithmetic as `models.net.AQNet.forward` (per-cell decoder, `decoder_kernel == 1`) but the
-    72-lead decoder and the future-forcing preprocessing run on the S station cells instead of the whole grid
-    (~4x faster training on CPU). `AQModule` checks it against `net.forward` before using it.
+    The model's own encoder (`net.state`) runs on the whole grid; its per-cell decoder (`net.decode`, exact
+    when `decoder_kernel == 1`) and the future-forcing features run on the S station cells laid out as an
+    S x 1 "grid" instead of all Y x X cells (~4x faster training on CPU). `AQModule` checks it against
+    `net.forward` before using it.
     """
-    cfg = net.cfg
-    h, n_l, n_sp = cfg.history, cfg.leads, len(cfg.species)
     b, ny, nx = obs.shape[0], obs.shape[-2], obs.shape[-1]
-    obs_f, base = net._obs_features(obs, obs_mask)
-    sl = slice(net.hist_start, h, cfg.history_forcing_stride)
-    fhm = (forcing_mask[:, sl] > 0.5).to(forcing.dtype)
-    fhz = torch.where(fhm > 0, net.forcing_norm(forcing[:, sl], dim=2), torch.zeros_like(fhm))
-    parts = [obs_f, torch.cat([fhz, fhm], dim=2).reshape(b, -1, ny, nx)]
-    if net.static_names:
-        parts.append(net.static_norm(static, dim=1))
-    z = net.blocks(net.stem(torch.cat(parts, dim=1)))  # [B, hidden, Y, X]
+    z, base = net.state(obs, obs_mask, forcing, forcing_mask, static)
     idx = row.long() * nx + col.long()  # [B, S]
-    n_s = idx.shape[-1]
-    zs = _take(z.reshape(b, z.shape[1], ny * nx), idx)  # [B, hidden, S]
-    fut = _take(forcing[:, h:].reshape(b, n_l, -1, ny * nx), idx)  # [B, L, Cf, S]
-    fm = (_take(forcing_mask[:, h:].reshape(b, n_l, -1, ny * nx), idx) > 0.5).to(forcing.dtype)
-    fz = torch.where(fm > 0, net.forcing_norm(fut, dim=2), torch.zeros_like(fut))
-    running = torch.cumsum(fz, dim=1) / net.lead_count.reshape(1, n_l, 1, 1)
-    feats = torch.cat([fz, fm, running], dim=2)  # [B, L, 3Cf, S]
-    d = net.z_proj.out_channels
-    fp = net.f_proj(feats.reshape(b * n_l, -1, n_s, 1)).reshape(b, n_l, d, n_s)
-    zp = net.z_proj(zs.unsqueeze(-1)).reshape(b, 1, d, n_s)
-    hid = F.gelu(zp + fp + net.lead_emb.reshape(1, n_l, d, 1))
-    hid = F.gelu(net.dec(hid.reshape(b * n_l, d, n_s, 1)))
-    out = net.head(hid).reshape(b, n_l, n_sp, 3, n_s)
-    base_s = _take(base.reshape(b, n_sp, ny * nx), idx)  # [B, 2, S]
-    p50 = out[:, :, :, 1] + net.alpha.reshape(1, n_l, n_sp, 1) * base_s.unsqueeze(1)
-    q = torch.stack([p50 - F.softplus(out[:, :, :, 0]), p50, p50 + F.softplus(out[:, :, :, 2])], dim=3)
-    return F.relu(net.target_norm.denormalize(q, dim=2))
+    zs = _take(z.reshape(b, z.shape[1], ny * nx), idx).unsqueeze(-1)  # [B, hidden, S, 1]
+    bs = _take(base.reshape(b, base.shape[1], ny * nx), idx).unsqueeze(-1)
+    t, cf = forcing.shape[1], forcing.shape[2]
+    f = _take(forcing.reshape(b, t, cf, ny * nx), idx).unsqueeze(-1)  # [B, H + L, Cf, S, 1]
+    fm = _take(forcing_mask.reshape(b, t, cf, ny * nx), idx).unsqueeze(-1)
+    if parts:
+        return tuple(p[..., 0] for p in net.decode_parts(zs, net.future_features(f, fm), bs))
+    return net.decode(zs, net.future_features(f, fm), bs)[..., 0]
 
 
 def check_station_forward(net: Any, batch: dict[str, torch.Tensor], atol: float = 1e-3) -> float:

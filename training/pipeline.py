@@ -72,10 +72,9 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
 
 
 def _print_table(resp: dict) -> None:
+    import pandas as pd
     from rich.console import Console
     from rich.table import Table
-
-    import pandas as pd
 
     console = Console()
     tz = "+08:00"  # Beijing time: the demo world and the shared data are both in UTC+8

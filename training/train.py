@@ -145,8 +145,13 @@ def _trainer(cfg: TrainConfig, run_dir: Path, extra: list[Any]) -> L.Trainer:
     best = ModelCheckpoint(dirpath=run_dir, filename="best", monitor="val_loss", mode="min", save_top_k=1,
                            enable_version_counter=False)
     stop = EarlyStopping(monitor="val_loss", mode="min", patience=o.patience)
+    avg = []
+    if o.ema_decay:  # validation, checkpoints and the registered model use the averaged weights
+        from lightning.pytorch.callbacks import EMAWeightAveraging
+
+        avg = [EMAWeightAveraging(decay=o.ema_decay, update_starting_at_step=o.warmup_steps)]
     return L.Trainer(default_root_dir=run_dir, max_epochs=o.max_epochs, logger=False, accelerator="cpu",
-                     callbacks=[last, best, stop, *extra], gradient_clip_val=o.gradient_clip,
+                     callbacks=[last, best, stop, *avg, *extra], gradient_clip_val=o.gradient_clip,
                      deterministic=o.deterministic, num_sanity_val_steps=0, enable_model_summary=False,
                      val_check_interval=o.val_check_interval, log_every_n_steps=10,
                      max_time=dt.timedelta(minutes=o.max_minutes) if o.max_minutes else None)
@@ -204,11 +209,13 @@ def run_training(cfg: TrainConfig, store: str | None = None, data: str | None = 
         best = run_dir / "best.ckpt"
         if best.is_file():
             module.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["state_dict"])
+        calib = _calibrate(cfg, module, dm)
         _final_validation(module, dm)
         metrics = module.stats.scalars()
         per_lead = module.stats.per_lead()
         _log_final(cfg, dm, module, metrics, per_lead, run_dir, trainer, time.monotonic() - t0)
         meta = _meta(cfg, dm, store_path, run_id, run_name, metrics)
+        meta["quantile_calibration"] = calib
         version, uri = tracking.log_and_register(module.net, meta, run_id, cfg.tracking.registered_model,
                                                  cfg.tracking.alias)
         mlflow.set_tag("registered_model", uri)
@@ -216,6 +223,21 @@ def run_training(cfg: TrainConfig, store: str | None = None, data: str | None = 
     return {"uri": uri, "version": version, "run_id": run_id, "run_name": run_name, "run_dir": str(run_dir),
             "metrics": metrics, "per_lead": per_lead, "seconds": time.monotonic() - t0,
             "global_step": trainer.global_step, "epochs": trainer.current_epoch}
+
+
+def _calibrate(cfg: TrainConfig, module: Any, dm: Any) -> dict[str, Any] | None:
+    """Fit the P10/P90 gap scales on the validation inits (`optim.calibrate_quantiles`); log what it did."""
+    if not cfg.optim.calibrate_quantiles:
+        return None
+    import mlflow
+
+    from training.calibrate import calibrate
+
+    module.eval()
+    out = calibrate(module.net, dm.val_dataloader(), module.quantiles)
+    mlflow.log_metrics(out["metrics"])
+    mlflow.log_dict(out["report"], "calibration.json")
+    return {k: out["report"][k] for k in ("method", "n_inits", "gap_scale")} | {"metrics": out["metrics"]}
 
 
 def _final_validation(module: Any, dm: Any) -> list[dict[str, float]]:
@@ -296,6 +318,21 @@ def _log_final(cfg: TrainConfig, dm: Any, module: Any, metrics: dict[str, float]
         mlflow.log_artifact(str(p), artifact_path="plots")
 
 
+def _store_options(b: Any, ds: Any) -> dict[str, Any]:
+    """How evaluate/backtest must rebuild inputs on new data to match training: the side files this store
+    was built from (emission totals, elevation) and the points that spread the emission totals (the training
+    stations), so a new station set or directory layout does not change the emission or terrain inputs."""
+    opts: dict[str, Any] = {"margin_km": b.margin_km}
+    srcs = (_maybe_json(ds.attrs.get("provenance")) or {}).get("sources", [])
+    used = [str(x["path"]) for x in srcs if isinstance(x, dict) and "path" in x]
+    opts["emission_totals"] = b.emission_totals or next((p for p in used if "sector_totals" in Path(p).name), None)
+    opts["elevation"] = b.elevation or next((p for p in used if p.endswith(".npy")), None)
+    if "station_lon" in ds:
+        opts["emission_proxy_points"] = [[float(v) for v in ds["station_lon"].values],
+                                         [float(v) for v in ds["station_lat"].values]]
+    return {k: v for k, v in opts.items() if v is not None}
+
+
 def _meta(cfg: TrainConfig, dm: Any, store_path: Path, run_id: str, run_name: str,
           metrics: dict[str, float]) -> dict[str, Any]:
     """Everything `load_model` callers need besides the weights (see models/artifact.py::ModelCard)."""
@@ -315,8 +352,7 @@ def _meta(cfg: TrainConfig, dm: Any, store_path: Path, run_id: str, run_name: st
         "train_window": w["train"], "validation_window": w["val"],
         "held_out_stations": list(cfg.data.held_out_stations), "train_stations": dm.input_stations,
         "stations": dm.stations, "validation_metrics": metrics, "store": str(store_path),
-        "store_options": {k: v for k, v in (("elevation", b.elevation), ("emission_totals", b.emission_totals),
-                                            ("margin_km", b.margin_km)) if v is not None},
+        "store_options": _store_options(b, ds),
         "store_provenance": _maybe_json(ds.attrs.get("provenance")), "config": cfg.model_dump(mode="json"),
         "code_version": tracking.code_version(),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
