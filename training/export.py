@@ -286,7 +286,8 @@ def attach_to_registry(out: Path, card: ModelCard, uri: str, tracking_uri: str |
 def export_command(
     model: str = typer.Option(..., "--model", help="Model URI: models:/NAME@alias, models:/NAME/VERSION, runs:/..."),
     out: Path = typer.Option(..., "--out", help="Artifact directory to write (model.onnx + model_card.json)."),
-    store: Path = typer.Option(None, "--store", help="Feature store for parity on real samples."),
+    store: Path = typer.Option(None, "--store", help="Feature store for parity on real samples (default: the "
+                               "store the model was trained on, when it is still there)."),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
     atol: float = typer.Option(1e-2, help="Parity: absolute tolerance (ug m-3)."),
     rtol: float = typer.Option(1e-4, help="Parity: relative tolerance."),
@@ -303,6 +304,8 @@ def export_command(
     net, meta = load_model(model)
     meta = dict(meta or {})
     meta.setdefault("model_uri", model)
+    if store is None and meta.get("store") and Path(meta["store"]).exists():
+        store = Path(meta["store"])
     card = export_artifact(net, meta, out, store=store, atol=atol, rtol=rtol, opset=opset)
     if register:
         card = attach_to_registry(out, card, model, tracking_uri)
