@@ -107,7 +107,8 @@ def serve(
         from features.errors import MissingInputError
 
         raise MissingInputError(f"feature store {store} not found: pass --store PATH (built on the model's grid)")
-    env = server_env(pinned, model_dir, Path(store).resolve(), tracking_uri)
+    env = server_env(pinned, model_dir, Path(store).resolve(), tracking_uri,
+                     extra=None if model_dir else {"AQCAST_REQUESTED_URI": model})
     proc = start_server(env, port, host)
     url = f"http://{host}:{port}"
 

@@ -100,12 +100,16 @@ class AQCastService:
     def model_info(self) -> dict[str, Any]:
         """GET /model body: pinned version, data windows, validation scores, parity, times."""
         r = self.resolved
+        requested = (os.environ.get("AQCAST_MODEL_DIR") or os.environ.get("AQCAST_REQUESTED_URI")
+                     or os.environ.get("AQCAST_MODEL_URI") or "models:/aqcast@champion")
         info: dict[str, Any] = {"ready": self.forecaster is not None, "error": self.error,
-                                "requested_uri": os.environ.get("AQCAST_MODEL_DIR")
-                                or os.environ.get("AQCAST_MODEL_URI") or "models:/aqcast@champion"}
+                                "requested_uri": requested}
         if r is not None:
+            alias = r.alias
+            if alias is None and requested.startswith("models:/") and "@" in requested:  # pinned by `aqcast serve`
+                alias = requested.rsplit("@", 1)[1]
             info |= {"model_version": r.label, "name": r.name, "version": r.version, "pinned_uri": r.uri,
-                     "alias": r.alias, "run_id": r.run_id, "artifact_dir": str(r.artifact_dir)}
+                     "alias": alias, "run_id": r.run_id, "artifact_dir": str(r.artifact_dir)}
         fc = self.forecaster
         if fc is not None:
             c = fc.card

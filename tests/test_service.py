@@ -165,3 +165,15 @@ def test_not_ready_explains(tmp_path, tiny_store_path, monkeypatch):
     assert svc.__is_ready__() is False and "model.onnx" in svc.error
     info = svc.model_info()
     assert info["ready"] is False and "model.onnx" in info["error"]
+
+
+def test_model_reports_the_alias_it_was_started_from(client, monkeypatch):
+    """`aqcast serve --model models:/aqcast@champion` pins the alias to a version before starting the server and
+    passes the request along: /model names both the alias and the pinned version."""
+    monkeypatch.delenv("AQCAST_MODEL_DIR", raising=False)
+    monkeypatch.setenv("AQCAST_REQUESTED_URI", "models:/aqcast@champion")
+    m = client.get("/model").json()
+    assert m["requested_uri"] == "models:/aqcast@champion" and m["alias"] == "champion"
+    assert m["model_version"]
+    monkeypatch.setenv("AQCAST_REQUESTED_URI", "models:/aqcast/3")
+    assert client.get("/model").json()["alias"] is None
