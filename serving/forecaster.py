@@ -1,7 +1,8 @@
 """ONNX Runtime forecaster: input assembly from the feature store, whole-grid forecasts cached per init time.
 
 No torch: inputs come from `features.windows.WindowSampler` (numpy) on a small window of the store padded
-with NaN hours past its end (forcing mask 0 there). Station rows posted to `POST /observations` live in an
+with NaN hours past its end; forcing past the store's end (no weather forecast yet) is diurnal persistence
+of the last day, and responses say for how many hours. Station rows posted to `POST /observations` live in an
 in-memory overlay that is applied to those windows; the latest init time is the newest hour with any PM2.5 or
 O3 station value (store or overlay), so it advances without a restart.
 """
@@ -24,6 +25,29 @@ from models.artifact import INPUT_NAMES, ModelCard
 
 HOUR = np.timedelta64(1, "h")
 POLLUTANTS = ("pm25", "pm10", "so2", "no2", "co", "o3")
+
+
+def persist_forcing(ds: xr.Dataset, period: int = 24) -> int:
+    """In place: forcing hours after the last hour any forcing value exists (the store ends before the horizon:
+    no weather forecast there) take the value `period` hours earlier (diurnal persistence). Gaps inside the
+    record stay missing (masked, as in training). Returns the number of hours filled (0 = none needed)."""
+    filled = 0
+    for v in list(ds.data_vars):
+        da = ds[v]
+        if da.attrs.get("role") != "forcing" or not da.dims or da.dims[0] != "time":
+            continue
+        a = np.array(da.values, dtype=np.float32)
+        have = np.isfinite(a.reshape(a.shape[0], -1)).any(axis=1)
+        if not have.any() or have[-1]:
+            continue
+        last = int(np.flatnonzero(have)[-1])
+        if last + 1 < period:
+            continue  # less than a day to persist from: leave it masked
+        for t in range(last + 1, a.shape[0]):
+            a[t] = a[t - period]
+        filled = max(filled, a.shape[0] - 1 - last)
+        ds[v] = (da.dims, a, da.attrs)
+    return filled
 
 
 class RequestError(DataError):
@@ -117,6 +141,7 @@ class Forecaster:
         self._station_idx = {s: i for i, s in enumerate(self.stations)}
         self._cache: OrderedDict[np.datetime64, np.ndarray] = OrderedDict()
         self._lock = threading.RLock()
+        self.persisted_hours: dict[np.datetime64, int] = {}  # per init: future forcing hours persisted
         self._overlay: list[tuple[np.datetime64, int, str, float]] = []
         self._latest = self._store_latest()
         self.lon2d, self.lat2d = self.grid.centres_lonlat()
@@ -150,9 +175,10 @@ class Forecaster:
         return init
 
     # ---- inputs ---------------------------------------------------------------------------------------
-    def window(self, init: np.datetime64) -> xr.Dataset:
-        """Store hours init-H+1 .. init+L (NaN-padded past the store's end) with posted observations applied."""
-        times = init + np.arange(-(self.H - 1), self.L + 1) * HOUR
+    def window(self, init: np.datetime64, extra_history: int = 0) -> xr.Dataset:
+        """Store hours init-H+1-extra_history .. init+L (NaN-padded past the store's end) with posted
+        observations applied."""
+        times = init + np.arange(-(self.H - 1) - extra_history, self.L + 1) * HOUR
         ds = self.store.sel(time=slice(times[0], times[-1]))
         fill = {v: 0 for v in ds.data_vars if v.startswith("qc_")}
         ds = ds.reindex(time=times, fill_value=fill | {v: np.nan for v in ds.data_vars if v not in fill}).load()
@@ -172,11 +198,15 @@ class Forecaster:
         return ds
 
     def assemble(self, init: np.datetime64) -> dict[str, np.ndarray]:
-        """Model inputs (batch 1) for `init`, built by WindowSampler on the window."""
+        """Model inputs (batch 1) for `init`, built by WindowSampler on the window; forcing the store does not
+        have yet (no weather forecast past its end) is persisted from the last day (`persisted_hours`)."""
         from features.windows import WindowSampler
 
         ch = self.card.channels
-        sampler = WindowSampler(self.window(init), [init], history=self.H, leads=self.L,
+        win = self.window(init, extra_history=24)  # a day more, to persist from when the forcing ends early
+        self.persisted_hours[init] = persist_forcing(win)
+        win = win.isel(time=slice(24, None))
+        sampler = WindowSampler(win, [init], history=self.H, leads=self.L,
                                 obs_vars=list(ch["obs"]), forcing_vars=list(ch["forcing"]),
                                 static_vars=list(ch.get("static", [])))
         s = sampler[0]

@@ -177,6 +177,7 @@ class AQCastService:
         return JSONResponse({"model_version": fc.label, "init_time": iso(init), "units": "ug m-3",
                              "quantiles": [fc.card.quantiles[i] for i in q_idx],
                              "aqi": "China HJ 633-2012 hourly IAQI of the P50 (PM2.5 with its 24-h breakpoints)",
+                             "weather_persisted_hours": fc.persisted_hours.get(init, 0),
                              "forecasts": items})
 
     @bentoml.api(route="/observations", input_spec=ObservationsRequest)

@@ -177,3 +177,31 @@ def test_model_reports_the_alias_it_was_started_from(client, monkeypatch):
     assert m["model_version"]
     monkeypatch.setenv("AQCAST_REQUESTED_URI", "models:/aqcast/3")
     assert client.get("/model").json()["alias"] is None
+
+
+def test_weather_past_the_store_end_is_persisted_and_reported(client):
+    """The latest init has no weather forecast in the store: the service persists the last day's forcing
+    instead of feeding the model a fully masked horizon (which it never saw in training), and says so."""
+    latest = client.get("/model").json()["latest_init_time"]
+    body = {"points": [{"lon": 116.40, "lat": 39.95}], "species": ["o3"], "lead_hours": 72}
+    r = client.post("/forecast", json=body).json()
+    assert r["init_time"] == latest and r["weather_persisted_hours"] >= 72  # the whole horizon (+ init if posted)
+    assert 0 <= min(r["forecasts"][0]["species"]["o3"]["p50"]) and max(r["forecasts"][0]["species"]["o3"]["p50"]) < 500
+
+
+def test_persist_forcing_fills_only_the_trailing_gap():
+    import numpy as np
+    import xarray as xr
+
+    from serving.forecaster import persist_forcing
+
+    t = np.arange(60)
+    a = (10 + np.sin(2 * np.pi * t / 24)).astype(np.float32)[:, None] * np.ones((1, 3), np.float32)
+    a[40:] = np.nan  # store ends at hour 39
+    a[10] = np.nan  # a gap inside the record
+    ds = xr.Dataset({"met_t2m": (("time", "x"), a.copy(), {"role": "forcing"}),
+                     "obs_o3": (("time", "x"), a.copy(), {"role": "observed"})}, coords={"time": t})
+    assert persist_forcing(ds) == 20
+    f = ds["met_t2m"].values
+    np.testing.assert_array_equal(f[40:], f[16:36])
+    assert np.isnan(f[10]).all() and np.isnan(ds["obs_o3"].values[40:]).all()
