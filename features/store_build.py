@@ -28,6 +28,9 @@ IDW_LABEL = "interpolated from stations (IDW)"
 # MEIC species -> emission channel
 MEIC_SPECIES = {"NOx": "nox", "SO2": "so2", "NMVOC": "voc", "NH3": "nh3", "PM2.5": "pm25"}
 CHINA_AREA_KM2 = 9.6e6
+# side files a store may be derived from: build option -> (folder beside the data directory, file name)
+SIDE_FILES = {"emission_totals": ("emissions", "meic_china_sector_totals_2010_2017.csv"),
+              "elevation": ("elevation", "altitude_0.05deg_china.npy")}
 
 
 @dataclass
@@ -220,7 +223,7 @@ def step_emissions(ctx: Context) -> None:
         return
     totals = ctx.emission_totals
     if totals is None:
-        cand = ctx.data_dir.parent / "emissions" / "meic_china_sector_totals_2010_2017.csv"
+        cand = ctx.data_dir.parent.joinpath(*SIDE_FILES["emission_totals"])
         totals = cand if cand.exists() else None
     if totals is None or not Path(totals).exists():
         for s in species:
@@ -276,8 +279,7 @@ def step_static(ctx: Context) -> None:
         da, label = read(path), path.name
         ctx.source(path)
     else:
-        npy = Path(ctx.elevation) if ctx.elevation else ctx.data_dir.parent / "elevation" / \
-            "altitude_0.05deg_china.npy"
+        npy = Path(ctx.elevation) if ctx.elevation else ctx.data_dir.parent.joinpath(*SIDE_FILES["elevation"])
         read = _reader("features.readers.static", "read_elevation_npy")
         if not npy.exists() or read is None:
             ctx.missing["static_elevation"] = "no static.nc and no elevation npy" if read else \

@@ -46,6 +46,12 @@ def tracking_uri_default() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{aqcast_home() / 'mlflow.db'}"
 
 
+def alias_of(uri: str) -> str | None:
+    """'models:/NAME@alias' -> alias; a version URI or anything else (a directory) -> None."""
+    m = _URI.match(uri.strip())
+    return m["alias"] if m else None
+
+
 def parse_models_uri(uri: str) -> tuple[str, str]:
     """`models:/NAME@alias` -> (NAME, alias); `models:/NAME/3` -> (NAME, '3')."""
     m = _URI.match(uri.strip())

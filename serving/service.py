@@ -105,9 +105,9 @@ class AQCastService:
         info: dict[str, Any] = {"ready": self.forecaster is not None, "error": self.error,
                                 "requested_uri": requested}
         if r is not None:
-            alias = r.alias
-            if alias is None and requested.startswith("models:/") and "@" in requested:  # pinned by `aqcast serve`
-                alias = requested.rsplit("@", 1)[1]
+            from serving.registry import alias_of
+
+            alias = r.alias or alias_of(requested)  # `aqcast serve` pins the alias before starting us
             info |= {"model_version": r.label, "name": r.name, "version": r.version, "pinned_uri": r.uri,
                      "alias": alias, "run_id": r.run_id, "artifact_dir": str(r.artifact_dir)}
         fc = self.forecaster
@@ -193,3 +193,4 @@ class AQCastService:
         except RequestError as ex:
             return _error(str(ex), ex.status)
         return JSONResponse(summary | {"forecast_ready_for": iso(init)})
+

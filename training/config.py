@@ -14,9 +14,10 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from features.calendar import COMPUTED_VARS
 from features.errors import DataError, Problem
 
-CALENDAR = ("hour_sin", "hour_cos", "doy_sin", "doy_cos", "weekend", "sun_cosz")  # computed, not stored
+CALENDAR = COMPUTED_VARS  # calendar + solar forcings, computed from the time axis, never stored
 OBS_PREFIXES = ("obs_", "stn_", "sat_")
 FORCING_PREFIXES = ("met_", "emis_")
 STATIC_PREFIXES = ("static_", "station_distance_km")

@@ -17,9 +17,6 @@ HOUR = np.timedelta64(3600 * 10**9, "ns")
 MET_ERROR = {"t2m": (0.8, 1.7), "d2m": (1.0, 2.0), "sp": (0.4, 1.6), "u10": (1.0, 1.5), "v10": (1.0, 1.5),
              "ws": (0.8, 1.2), "rh": (6.0, 9.0), "blh": (80.0, 150.0), "ssr": (30.0, 60.0)}
 MET_ERROR_REL = {"tp": 0.5}  # precipitation: multiplicative log-normal error
-# side files a store may be derived from: option -> (folder beside the data directory, default file name)
-SIDE_FILES = {"emission_totals": ("emissions", "meic_china_sector_totals_2010_2017.csv"),
-              "elevation": ("elevation", "altitude_0.05deg_china.npy")}
 
 
 def parse_every(every: str | int) -> int:
@@ -69,6 +66,7 @@ def build_store_for(data_dir: str | Path, meta: dict[str, Any]):
     inputs are derived as they were for training."""
     from features.paths import shared_data_dir
     from features.store import build_store
+    from features.store_build import SIDE_FILES
 
     if not Path(data_dir).is_dir():
         raise DataError(f"data directory not found: {data_dir}")
@@ -76,8 +74,8 @@ def build_store_for(data_dir: str | Path, meta: dict[str, Any]):
     opts.pop("grid", None)
     for key, (sub, name) in SIDE_FILES.items():  # the data's own side files, else the model's, else shared/
         given = opts.get(key)
-        cands = [Path(data_dir).parent / sub / (Path(given).name if given else name),
-                 Path(given) if given else None, shared_data_dir() / sub / (Path(given).name if given else name)]
+        fname = Path(given).name if given else name
+        cands = [Path(data_dir).parent / sub / fname, Path(given) if given else None, shared_data_dir() / sub / fname]
         found = next((c for c in cands if c is not None and c.is_file()), None)
         opts[key] = str(found) if found else None
     proxy = opts.get("emission_proxy_points")

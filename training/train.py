@@ -322,11 +322,13 @@ def _store_options(b: Any, ds: Any) -> dict[str, Any]:
     """How evaluate/backtest must rebuild inputs on new data to match training: the side files this store
     was built from (emission totals, elevation) and the points that spread the emission totals (the training
     stations), so a new station set or directory layout does not change the emission or terrain inputs."""
+    from features.store_build import SIDE_FILES
+
     opts: dict[str, Any] = {"margin_km": b.margin_km}
     srcs = (_maybe_json(ds.attrs.get("provenance")) or {}).get("sources", [])
     used = [str(x["path"]) for x in srcs if isinstance(x, dict) and "path" in x]
-    opts["emission_totals"] = b.emission_totals or next((p for p in used if "sector_totals" in Path(p).name), None)
-    opts["elevation"] = b.elevation or next((p for p in used if p.endswith(".npy")), None)
+    for key, (_, name) in SIDE_FILES.items():
+        opts[key] = getattr(b, key) or next((p for p in used if Path(p).name == name), None)
     if "station_lon" in ds:
         opts["emission_proxy_points"] = [[float(v) for v in ds["station_lon"].values],
                                          [float(v) for v in ds["station_lat"].values]]
