@@ -144,6 +144,10 @@ def demo(
             item["label"] = name
         (out / "forecast.json").write_text(json.dumps(result, indent=1))
         _print_table(result)
+        if result.get("weather_persisted_hours"):
+            typer.secho(f"note: the store has no weather forecast past {result['init_time']}; the last day's "
+                        f"weather was persisted over {result['weather_persisted_hours']} h of the horizon",
+                        fg=typer.colors.YELLOW)
         _forecast_map(url, out / "forecast_map.png")
         typer.secho(f"forecast map: {out / 'forecast_map.png'}", fg=typer.colors.GREEN)
     finally:
