@@ -229,7 +229,38 @@ class WindowSampler:
             keep[rng.integers(n)] = True
         return keep
 
+    def _shapes(self) -> dict[str, tuple[tuple[int, ...], Any]]:
+        """Per-item array shapes and dtypes (the keys of an item)."""
+        H, L, Y, X, S = self.history, self.leads, self.ny, self.nx, self.station_row.size
+        f32 = np.float32
+        return {"obs": ((H, len(self._obs), Y, X), f32), "obs_mask": ((H, len(self._obs), Y, X), f32),
+                "forcing": ((H + L, len(self._forcing), Y, X), f32),
+                "forcing_mask": ((H + L, len(self._forcing), Y, X), f32), "static": (self._static.shape, f32),
+                "target": ((L, len(TARGETS), S), f32), "target_mask": ((L, len(TARGETS), S), f32),
+                "station_row": ((S,), np.int32), "station_col": ((S,), np.int32),
+                "station_in_input": ((S,), f32), "station_withheld": ((S,), f32), "init_time": ((), np.int64)}
+
+    def _alloc(self, n: int | None) -> dict[str, np.ndarray]:
+        lead = () if n is None else (n,)
+        return {k: np.zeros(lead + shape, dtype) for k, (shape, dtype) in self._shapes().items()}
+
     def __getitem__(self, i: int) -> dict[str, Any]:
+        out = self._alloc(None)
+        self._fill(i, out)
+        out["init_time"] = np.int64(out["init_time"])
+        return out
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
+        """A whole batch, written straight into [B, ...] arrays (no per-item copies to stack); use with
+        a collate_fn that only wraps the arrays (training.datamodule.collate_batch)."""
+        out = self._alloc(len(indices))
+        for j, i in enumerate(indices):
+            self._fill(i, {k: v[j] for k, v in out.items()}, row=j, batch=out)
+        return out
+
+    def _fill(self, i: int, out: dict[str, np.ndarray], row: int | None = None,
+              batch: dict[str, np.ndarray] | None = None) -> None:
+        """Write item `i` into the zeroed arrays `out` (views; scalars go to `batch[k][row]`)."""
         if not -len(self) <= i < len(self):
             raise IndexError(i)
         i = int(i) % len(self)
@@ -240,8 +271,8 @@ class WindowSampler:
         cells = self._in_cells[keep]
         unique = np.unique(cells).size == cells.size
 
-        obs = np.zeros((H, len(self._obs), Y * X), np.float32)
-        obs_mask = np.zeros_like(obs)
+        obs = out["obs"].reshape(H, len(self._obs), Y * X)
+        obs_mask = out["obs_mask"].reshape(H, len(self._obs), Y * X)
         for c, (kind, arr) in enumerate(self._obs):
             if kind == "grid":
                 block = arr[h0:t + 1].reshape(H, Y * X)
@@ -261,9 +292,8 @@ class WindowSampler:
                 obs[:, c] = np.divide(obs[:, c], cnt, out=np.zeros_like(cnt), where=cnt > 0)
                 obs_mask[:, c] = cnt > 0
 
-        T = H + L
-        forcing = np.empty((T, len(self._forcing), Y, X), np.float32)
-        forcing_mask = np.ones_like(forcing)
+        forcing, forcing_mask = out["forcing"], out["forcing_mask"]
+        forcing_mask[...] = 1.0
         for c, arr in enumerate(self._forcing):
             if arr is None:
                 forcing[:, c] = self._calendar[h0:t + L + 1, self._cal_col[self.forcing_vars[c]], None, None]
@@ -273,7 +303,7 @@ class WindowSampler:
                 forcing[:, c] = block
                 continue
             ok = np.isfinite(block)
-            forcing[:, c] = np.where(ok, block, 0.0)
+            np.copyto(forcing[:, c], block, where=ok)  # stays 0 where missing
             forcing_mask[:, c] = ok
 
         tgt = self._target[t + 1:t + L + 1]
@@ -282,11 +312,16 @@ class WindowSampler:
         if not keep.all():
             dropped = set(np.asarray(self.input_stations)[~keep])
             in_input &= ~np.isin(self.target_stations, list(dropped))
-        return {
-            "obs": obs.reshape(H, -1, Y, X), "obs_mask": obs_mask.reshape(H, -1, Y, X),
-            "forcing": forcing, "forcing_mask": forcing_mask, "static": self._static.copy(),
-            "target": np.where(tmask, tgt, 0.0).astype(np.float32), "target_mask": tmask.astype(np.float32),
-            "station_row": self.station_row.copy(), "station_col": self.station_col.copy(),
-            "station_in_input": in_input.astype(np.float32), "station_withheld": self.station_withheld.copy(),
-            "init_time": np.int64(self.times[t].astype(np.int64)),
-        }
+        np.copyto(out["target"], tgt, where=tmask)
+        out["target_mask"][...] = tmask
+        out["static"][...] = self._static
+        out["station_row"][...] = self.station_row
+        out["station_col"][...] = self.station_col
+        out["station_in_input"][...] = in_input
+        out["station_withheld"][...] = self.station_withheld
+        t_ns = np.int64(self.times[t].astype(np.int64))
+        if batch is None:
+            out["init_time"][...] = t_ns
+        else:
+            batch["init_time"][row] = t_ns
+

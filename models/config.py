@@ -15,7 +15,9 @@ class ModelConfig(BaseModel):
     `spread_sigmas` are Gaussian scales in grid cells for the normalized convolution that spreads sparse
     station values over the grid, applied to the last `spread_recent` hours and every `spread_stride`-th
     hour before (all hours still enter as raw value + mask); `dilations` sets the encoder's residual blocks (receptive field
-    1 + 2*sum(dilations) cells, plus 3*max(sigma) for the spreading).
+    1 + 2*sum(dilations) cells, plus 3*max(sigma) for the spreading). The persistence skip adds the spread
+    last observation (finest scale) to the P50; with `persistence_exact`, cells that observed the init hour
+    use their own value instead (a station's spread value is blurred with its neighbours').
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -38,6 +40,7 @@ class ModelConfig(BaseModel):
     forcing_windows: tuple[int, ...] = ()
     dropout: float = Field(0.0, ge=0, lt=1)
     persistence_skip: bool = True
+    persistence_exact: bool = False  # skip uses the cell's own last observation where it has one
 
     @field_validator("quantiles")
     @classmethod

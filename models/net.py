@@ -8,7 +8,8 @@ Pipeline (all fully convolutional, limited receptive field, so large grids can b
 4. shared per-lead decoder: z + projected forcing at valid time (+ its running mean since init and its
    trailing means over `forcing_windows` hours) + lead embedding -> MLP (`decoder_layers`) -> 6 channels
    (2 species x {p50, lower gap, upper gap}); the gaps are scaled by the calibration buffer `gap_scale`;
-5. p50 (normalised log space) = head + alpha[lead, species] * spread last observation (persistence skip);
+5. p50 (normalised log space) = head_gain[lead, species] * head + alpha[lead, species] * spread last
+   observation (persistence skip; the cell's own observation where it has one with `persistence_exact`);
    p10 = p50 - softplus, p90 = p50 + softplus (monotone), expm1 back to ug m-3, then relu (non-negative).
 """
 from __future__ import annotations
@@ -85,6 +86,9 @@ class AQNet(nn.Module):
         alpha0 = torch.exp(-lead / 48.0)[:, None].repeat(1, len(cfg.species))
         self.alpha = nn.Parameter(alpha0 if cfg.persistence_skip else torch.zeros_like(alpha0),
                                   requires_grad=cfg.persistence_skip)
+        # per-lead gain on the decoder's P50 term: lets short leads switch the shared decoder off and follow
+        # the skip (a shared decoder + additive lead embedding could not: +1 h was worse than persistence)
+        self.head_gain = nn.Parameter(torch.ones(n_leads, len(cfg.species)))
         self.register_buffer("lead_count", lead.reshape(1, n_leads, 1, 1, 1))
         # post-hoc calibration of the P10/P90 gaps per lead and species ([L, 2, {lower, upper}]); fitted after
         # training by `training.calibrate`, 1 = as trained. A buffer, so the exported artifact carries it.
@@ -102,12 +106,15 @@ class AQNet(nn.Module):
         sp = torch.cat([val, conf], dim=1).reshape(-1, n_h * co * 2 * val.shape[1], ny, nx)
         folded = torch.cat([raw, sp], dim=1)
         last = val.reshape(-1, n_h, co, val.shape[1], ny, nx)[:, n_h - 1, :, 0]  # finest scale, [B, Co, Y, X]
+        if self.cfg.persistence_exact:  # a cell's own init-hour observation where it has one
+            last = torch.where(m[:, h - 1] > 0, z[:, h - 1], last)
         base = [last[:, i] if i >= 0 else torch.zeros_like(last[:, 0]) for i in self.species_idx]
         return folded, torch.stack(base, dim=1)
 
     def state(self, obs: torch.Tensor, obs_mask: torch.Tensor, forcing: torch.Tensor,
               forcing_mask: torch.Tensor, static: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder: -> (state z [B, hidden, Y, X], spread last observation of the targets [B, 2, Y, X])."""
+        """Encoder: -> (state z [B, hidden, Y, X], the skip's base [B, 2, Y, X]: the targets' spread last
+        observation, or with `persistence_exact` the cell's own value where it has one)."""
         h, ny, nx = self.cfg.history, obs.shape[-2], obs.shape[-1]
         obs_f, base = self._obs_features(obs, obs_mask)
         sl = slice(self.hist_start, h, self.cfg.history_forcing_stride)
@@ -152,7 +159,8 @@ class AQNet(nn.Module):
         for layer in self.dec_extra:
             hid = hid + F.gelu(layer(hid))
         out = self.head(hid).reshape(-1, n_leads, n_sp, 3, ny, nx)
-        p50 = out[:, :, :, 1] + self.alpha.reshape(1, n_leads, n_sp, 1, 1) * base.unsqueeze(1)
+        alpha, gain = self.alpha.reshape(1, n_leads, n_sp, 1, 1), self.head_gain.reshape(1, n_leads, n_sp, 1, 1)
+        p50 = gain * out[:, :, :, 1] + alpha * base.unsqueeze(1)
         scale = self.gap_scale.reshape(1, n_leads, n_sp, 2, 1, 1)
         return p50, F.softplus(out[:, :, :, 0]) * scale[:, :, :, 0], F.softplus(out[:, :, :, 2]) * scale[:, :, :, 1]
 
@@ -168,8 +176,9 @@ class AQNet(nn.Module):
         return self.decode(z, self.future_features(forcing, forcing_mask), base)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        """Weights saved before `gap_scale` existed load as uncalibrated (scale 1)."""
+        """Weights saved before `gap_scale` / `head_gain` existed load as uncalibrated / ungated (1)."""
         state_dict.setdefault(prefix + "gap_scale", torch.ones_like(self.gap_scale))
+        state_dict.setdefault(prefix + "head_gain", torch.ones_like(self.head_gain))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward_normalized(self, *inputs: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ For each Gaussian scale sigma (cells, peak-1 kernel, separable, truncated at `tr
   value = conv(v * m) / (conv(m) + eps),   conf = conv(m) / (1 + conv(m))
 `conv(m)` is the kernel-weighted number of observations nearby, so `conf` is ~0 far from stations and the
 value relaxes to 0 (the normalised mean). Works for any station set and any grid size (zero padding = no data
-outside), is fully convolutional (limited receptive field, tileable) and ONNX-exportable (plain Conv).
+outside), is local (limited receptive field, tileable) and ONNX-exportable (banded matmuls built from the grid's shape).
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -38,21 +37,30 @@ class NormalizedConv(nn.Module):
         self.n_scales = n
         self.half = length // 2
         self.eps = eps
-        # first pass: one input map -> n_scales maps (along y); second pass depthwise along x
-        # (value, mask) pairs: weights pre-repeated for the 2 input maps (static shapes for ONNX)
+        # the kernels as saved buffers (layout kept from the earlier convolution form, so old weights load)
         self.register_buffer("ky", k.reshape(n, 1, length, 1).repeat(2, 1, 1, 1))
         self.register_buffer("kx", k.reshape(n, 1, 1, length).repeat(2, 1, 1, 1))
 
+    def _toeplitz(self, n: int) -> torch.Tensor:
+        """[n_scales, n, n] banded matrices T[s, i, j] = k_s(i - j): a 1-D blur with zero padding."""
+        k = self.ky[: self.n_scales, 0, :, 0]  # [n_scales, K]
+        i = torch.arange(n, device=k.device)
+        d = i[:, None] - i[None, :] + self.half
+        inside = (d >= 0) & (d < k.shape[-1])
+        return torch.where(inside, k[:, d.clamp(0, k.shape[-1] - 1)], torch.zeros((), dtype=k.dtype))
+
     def _blur(self, a: torch.Tensor) -> torch.Tensor:
-        """a [N, 2, Y, X] -> [N, 2 * n_scales, Y, X] (channel order: input-major)."""
-        # groups=2 with n_scales outputs per group: weight [2 * n_scales, 1, K, 1]
-        out = F.conv2d(a, self.ky, padding=(self.half, 0), groups=2)
-        out = F.conv2d(out, self.kx, padding=(0, self.half), groups=2 * self.n_scales)
-        return out
+        """a [N, 2, Y, X] -> [N, 2, n_scales, Y, X]: separable blur as two banded matrix products.
+
+        Same numbers as the padded separable convolution, ~10x faster on CPU for a city grid (31 x 26) and
+        ~3x for a 218-cell tile: BLAS matmuls instead of long, grouped 1-D kernels (docs/decisions.md).
+        """
+        ty, tx = self._toeplitz(a.shape[-2]), self._toeplitz(a.shape[-1])
+        out = torch.einsum("syk,nckx->ncsyx", ty, a)
+        return torch.einsum("ncsyx,sjx->ncsyj", out, tx)
 
     def forward(self, value: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a = torch.stack([value * mask, mask], dim=1)  # [N, 2, Y, X]
         out = self._blur(a)
-        num, den = out[:, : self.n_scales], out[:, self.n_scales:]
-        den = torch.clamp(den, min=0.0)
+        num, den = out[:, 0], torch.clamp(out[:, 1], min=0.0)
         return num / (den + self.eps), den / (den + 1.0)

@@ -225,3 +225,34 @@ def test_station_forward_matches_full_grid_with_decoder_options():
         ref = gather_stations(model(*x), row, col)
         fast = station_forward(model, *x, row, col)
     torch.testing.assert_close(fast, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_exact_persistence_skip_uses_the_cells_own_observation():
+    """With `persistence_exact`, an observed cell's skip base is its own init-hour value, not a blur."""
+    model, cfg = _model(persistence_exact=True)
+    blurred, _ = _model()
+    obs, obs_mask, *_ = _inputs(cfg)
+    _, base = model._obs_features(obs, obs_mask)
+    _, base_blur = blurred._obs_features(obs, obs_mask)
+    z = model.obs_norm(obs, dim=2)[:, -1, [0, 3]]  # pm25, o3 at the init hour, normalised
+    seen = obs_mask[:, -1, [0, 3]] > 0.5
+    assert seen.any() and (~seen).any()
+    assert torch.allclose(base[seen], z[seen])
+    assert not torch.allclose(base_blur[seen], z[seen], atol=1e-3)
+    assert torch.allclose(base[~seen], base_blur[~seen])  # unobserved cells keep the spread value
+
+
+def test_head_gain_switches_the_decoder_term_per_lead():
+    """head_gain scales only the decoder's P50 term of its lead: at gain 0 the P50 is the persistence skip."""
+    model, cfg = _model(persistence_exact=True)
+    inputs = _inputs(cfg)
+    with torch.no_grad():
+        torch.nn.init.normal_(model.head.weight, std=0.5)
+        before = model(*inputs)
+        model.head_gain[0].zero_()
+        after = model(*inputs)
+        _, base = model._obs_features(*inputs[:2])
+        skip = model.target_norm.denormalize((model.alpha[0].reshape(1, 2, 1, 1) * base), dim=1).clamp(min=0)
+    assert torch.equal(before[:, 1:], after[:, 1:])  # other leads untouched
+    assert not torch.allclose(before[:, 0, :, 1], after[:, 0, :, 1])
+    assert torch.allclose(after[:, 0, :, 1], skip, rtol=1e-4, atol=1e-3)

@@ -235,3 +235,27 @@ def test_data_dir_builds_store_once_keyed_by_sha(home: Path, tiny_raw_dir: Path)
     assert again == first and msgs[-1].startswith("reusing")
     other = resolve_store(load_config(TINY, ["data.build.res_km=5"]), None, str(tiny_raw_dir), msgs.append)
     assert other != first
+
+
+def test_cosine_is_fitted_to_the_time_budget_and_kept_on_resume(tiny_store_path: Path) -> None:
+    """The schedule shortens to what fits the budget (never beyond the plan), and checkpoints carry it."""
+    from training.config import load_config
+    from training.datamodule import AQDataModule
+    from training.module import AQModule, budget_steps
+
+    assert budget_steps(planned=2000, step=100, seconds_per_step=0.5, seconds_left=400) == 900
+    assert budget_steps(planned=2000, step=100, seconds_per_step=0.1, seconds_left=400) == 2000
+    assert budget_steps(planned=2000, step=100, seconds_per_step=0.5, seconds_left=-5) == 101
+    cfg = load_config(TINY)
+    dm = AQDataModule(cfg, tiny_store_path)
+    dm.setup()
+    a = AQModule(cfg, dm.channels, json.loads(dm.ds.attrs["norm_stats"]))
+    a.sched_total = 900
+    ckpt: dict = {}
+    a.on_save_checkpoint(ckpt)
+    b = AQModule(cfg, dm.channels, json.loads(dm.ds.attrs["norm_stats"]))
+    assert b.sched_total is None
+    b.on_load_checkpoint(ckpt)
+    assert b.sched_total == 900
+    assert AQModule(load_config(TINY, ["optim.schedule_steps=40"]), dm.channels,
+                    json.loads(dm.ds.attrs["norm_stats"])).sched_total == 40

@@ -1,8 +1,6 @@
 """Window sampler: no future leakage, labels, withheld stations, deterministic drop-out, calendar."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -142,16 +140,22 @@ def test_calendar_local_time() -> None:
     assert abs(cal[2, 3] + 1) < 0.01  # early July: doy_cos ~ -1
 
 
-def test_getitem_is_fast_on_24x24(tiny_store) -> None:
-    ds = tiny_store.pad(x=(0, 8), y=(0, 8), mode="edge")  # a 24 x 24 store
-    s = WindowSampler(ds, valid_init_times(ds))
-    s[0]
-    t0 = time.perf_counter()
-    n = 100
-    for i in range(n):
-        s[i * 3 % len(s)]
-    ms = (time.perf_counter() - t0) / n * 1000
-    assert ms < 25, f"__getitem__ takes {ms:.1f} ms"
+def test_batched_items_equal_single_items(tiny_store) -> None:
+    """`__getitems__` (the training loader's path) writes exactly what `__getitem__` returns, item by item,
+    including gaps in the forcing and station drop-out."""
+    ds = tiny_store.copy()
+    t2m = ds["met_t2m"].values.copy()
+    t2m[5:40, 2:4] = np.nan  # a gap in the weather
+    ds["met_t2m"] = (ds["met_t2m"].dims, t2m, ds["met_t2m"].attrs)
+    s = WindowSampler(ds, valid_init_times(ds, every_h=3), drop_prob=0.4, seed=3)
+    idx = [0, 7, 3, len(s) - 1]
+    batch = s.__getitems__(idx)
+    items = [s[i] for i in idx]
+    assert set(batch) == set(items[0])
+    for k, v in batch.items():
+        assert v.shape == (len(idx),) + np.shape(items[0][k]) and v.dtype == np.asarray(items[0][k]).dtype, k
+        assert all(np.array_equal(v[j], items[j][k]) for j in range(len(idx))), k
+    assert (batch["forcing_mask"] == 0).any() and (batch["station_in_input"] == 0).any()
 
 
 def test_solar_zenith_geometry() -> None:

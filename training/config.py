@@ -137,6 +137,9 @@ class OptimConfig(_Strict):
     gradient_clip: float | None = Field(1.0, gt=0)
     schedule: Literal["cosine", "plateau", "none"] = "cosine"
     warmup_steps: int = Field(50, ge=0)
+    schedule_steps: int | None = Field(None, ge=1, description="length of the cosine decay in steps; default: "
+                                       "the planned steps, shortened to fit max_minutes at the speed measured "
+                                       "over the first 100 steps (logged as lr_schedule_steps)")
     seed: int = 0
     num_threads: int = Field(2, ge=1, le=256)
     deterministic: bool = True

@@ -120,6 +120,13 @@ def init_times(ds: Any, period: tuple[np.datetime64, np.datetime64], every_h: in
     return t
 
 
+def collate_batch(batch: dict[str, np.ndarray]) -> dict[str, Any]:
+    """`WindowSampler.__getitems__` (a batch of numpy arrays) -> torch tensors, without copying."""
+    import torch
+
+    return {k: torch.from_numpy(v) for k, v in batch.items()}
+
+
 class AQDataModule(L.LightningDataModule):
     """Train/val WindowSamplers over the store at `store_path` (numpy items, torch default collate)."""
 
@@ -170,12 +177,13 @@ class AQDataModule(L.LightningDataModule):
         n = min(n, len(self.train_ds)) if n else None
         sampler = RandomSampler(self.train_ds, num_samples=n, generator=g)
         return DataLoader(self.train_ds, batch_size=self.cfg.optim.batch_size, sampler=sampler, num_workers=0,
-                          drop_last=len(self.train_ds) > self.cfg.optim.batch_size)
+                          drop_last=len(self.train_ds) > self.cfg.optim.batch_size, collate_fn=collate_batch)
 
     def val_dataloader(self) -> Any:
         from torch.utils.data import DataLoader
 
-        return DataLoader(self.val_ds, batch_size=self.cfg.optim.batch_size, shuffle=False, num_workers=0)
+        return DataLoader(self.val_ds, batch_size=self.cfg.optim.batch_size, shuffle=False, num_workers=0,
+                          collate_fn=collate_batch)
 
     def windows(self) -> dict[str, list[str]]:
         """Train/val periods as ISO strings (UTC, explicit offset) for metadata."""

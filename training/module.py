@@ -8,6 +8,7 @@ entries for a skill reference.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import lightning as L
@@ -65,6 +66,12 @@ def check_station_forward(net: Any, batch: dict[str, torch.Tensor], atol: float 
         return float((ref - fast).abs().max()) if ref.shape == fast.shape else float("inf")
     except Exception:  # noqa: BLE001 - any mismatch with the model's internals means: do not use it
         return float("inf")
+
+
+def budget_steps(planned: int, step: int, seconds_per_step: float, seconds_left: float) -> int:
+    """Steps the cosine may span: the planned total, or fewer if the rest would not fit in `seconds_left`."""
+    fit = step + int(max(0.0, seconds_left) / max(seconds_per_step, 1e-9))
+    return max(step + 1, min(planned, fit))
 
 
 class ValStats:
@@ -136,6 +143,9 @@ class AQModule(L.LightningModule):
         self.collect = False  # when True, validation keeps station forecasts + one grid for the plots
         self.collected: dict[str, list[np.ndarray]] = {}
         self.fast: bool | None = None if cfg.model.get("decoder_kernel", 1) == 1 else False
+        self.sched_total: int | None = cfg.optim.schedule_steps  # cosine length; fitted to the budget if None
+        self._clock: tuple[float, int] | None = None
+        self._planned = 1
         self.persist_idx = [channels["obs"].index(f"obs_{s}") if f"obs_{s}" in channels["obs"] else -1
                             for s in SPECIES]
 
@@ -224,20 +234,48 @@ class AQModule(L.LightningModule):
         for k, v in self.stats.scalars().items():
             self.log(k, v, prog_bar=k in ("val_mae_pm25_h24",))
 
+    # ---- a cosine that ends inside the time budget ---------------------------------------------------
+    PROBE_STEPS = 100
+
+    def on_train_start(self) -> None:
+        self._clock = (time.monotonic(), int(self.global_step))
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """After PROBE_STEPS steps, shorten the cosine so that it ends within `max_minutes` (85 % of the
+        remaining time, leaving room for validation) at the speed measured so far. Fixed once, logged,
+        and saved in checkpoints, so a resumed run keeps its schedule (MLflow: `lr_schedule_steps`)."""
+        o = self.cfg.optim
+        if self.sched_total is not None or not o.max_minutes or self._clock is None:
+            return
+        t0, s0 = self._clock
+        done = int(self.global_step) - s0
+        if done < min(self.PROBE_STEPS, max(1, self._planned // 4)):
+            return
+        spent = time.monotonic() - t0
+        self.sched_total = budget_steps(self._planned, int(self.global_step), spent / done,
+                                        0.85 * o.max_minutes * 60 - spent)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lr_schedule_steps"] = self.sched_total
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.sched_total = checkpoint.get("lr_schedule_steps", self.sched_total)
+
     def configure_optimizers(self) -> Any:
         o = self.cfg.optim
         opt = torch.optim.AdamW(self.parameters(), lr=o.lr, weight_decay=o.weight_decay)
         if o.schedule == "plateau":
             sch = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(1, o.patience // 2))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sch, "monitor": "val_loss"}}
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warm = min(o.warmup_steps, total // 4)
+        self._planned = max(1, int(self.trainer.estimated_stepping_batches))
+        warm = min(o.warmup_steps, self._planned // 4)
 
         def factor(step: int) -> float:
             if step < warm:
                 return (step + 1) / (warm + 1)
             if o.schedule == "none":
                 return 1.0
+            total = self.sched_total or self._planned
             p = min(1.0, (step - warm) / max(1, total - warm))
             return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p))
 

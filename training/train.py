@@ -129,6 +129,8 @@ class MlflowMetrics(L.Callback):
         m = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
         m["epoch"] = float(trainer.current_epoch)
         m["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else 0.0
+        if getattr(pl_module, "sched_total", None):
+            m["lr_schedule_steps"] = float(pl_module.sched_total)
         mlflow.log_metrics(m, step=trainer.global_step)
 
 
