@@ -246,8 +246,7 @@ class WindowSampler:
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         out = self._alloc(None)
-        self._fill(i, out)
-        out["init_time"] = np.int64(out["init_time"])
+        out["init_time"] = self._fill(i, out)
         return out
 
     def __getitems__(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
@@ -255,12 +254,11 @@ class WindowSampler:
         a collate_fn that only wraps the arrays (training.datamodule.collate_batch)."""
         out = self._alloc(len(indices))
         for j, i in enumerate(indices):
-            self._fill(i, {k: v[j] for k, v in out.items()}, row=j, batch=out)
+            out["init_time"][j] = self._fill(i, {k: v[j] for k, v in out.items()})
         return out
 
-    def _fill(self, i: int, out: dict[str, np.ndarray], row: int | None = None,
-              batch: dict[str, np.ndarray] | None = None) -> None:
-        """Write item `i` into the zeroed arrays `out` (views; scalars go to `batch[k][row]`)."""
+    def _fill(self, i: int, out: dict[str, np.ndarray]) -> np.int64:
+        """Write item `i`'s arrays into the zeroed arrays `out` (views); return its init time (ns)."""
         if not -len(self) <= i < len(self):
             raise IndexError(i)
         i = int(i) % len(self)
@@ -319,9 +317,5 @@ class WindowSampler:
         out["station_col"][...] = self.station_col
         out["station_in_input"][...] = in_input
         out["station_withheld"][...] = self.station_withheld
-        t_ns = np.int64(self.times[t].astype(np.int64))
-        if batch is None:
-            out["init_time"][...] = t_ns
-        else:
-            batch["init_time"][row] = t_ns
+        return np.int64(self.times[t].astype(np.int64))
 
