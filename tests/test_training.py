@@ -76,6 +76,12 @@ def test_train_logs_registers_and_prints_uri(trained: dict, home: Path) -> None:
     assert state["status"] == "finished" and state["model_uri"] == trained["uri"]
 
 
+def test_train_prints_a_progress_line_per_epoch_without_a_terminal(trained: dict) -> None:
+    """Logs (no TTY, so no progress bar) still show training advancing, before the URI line."""
+    epochs = [ln for ln in trained["lines"] if re.match(r"epoch \d+/\d+ step \d+: val_loss \d", ln)]
+    assert epochs and trained["lines"].index(epochs[-1]) < len(trained["lines"]) - 1
+
+
 def test_runs_lists_the_training_run_with_its_scores(trained: dict, home: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

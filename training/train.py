@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -110,10 +111,11 @@ def find_resumable(cfg: TrainConfig, run_name: str | None) -> Path:
 
 # ---- callbacks ----------------------------------------------------------------------------------------------
 class MlflowMetrics(L.Callback):
-    """Log train loss every `every` steps and validation metrics after each validation (step = global step)."""
+    """Log train loss every `every` steps and validation metrics after each validation (step = global step);
+    with `echo`, also one progress line per validation (for logs, where there is no progress bar)."""
 
-    def __init__(self, every: int = 10):
-        self.every = every
+    def __init__(self, every: int = 10, echo: Callable[[str], None] | None = None):
+        self.every, self.echo = every, echo
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, idx: int) -> None:
         import mlflow
@@ -132,6 +134,10 @@ class MlflowMetrics(L.Callback):
         if getattr(pl_module, "sched_total", None):
             m["lr_schedule_steps"] = float(pl_module.sched_total)
         mlflow.log_metrics(m, step=trainer.global_step)
+        if self.echo is not None:
+            self.echo(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} step {trainer.global_step}: "
+                      f"val_loss {m.get('val_loss', float('nan')):.4f}, MAE +24 h pm25 "
+                      f"{m.get('val_mae_pm25_h24', float('nan')):.1f} o3 {m.get('val_mae_o3_h24', float('nan')):.1f}")
 
 
 def _trainer(cfg: TrainConfig, run_dir: Path, extra: list[Any]) -> L.Trainer:
@@ -202,7 +208,8 @@ def run_training(cfg: TrainConfig, store: str | None = None, data: str | None = 
             echo(f"resuming run {run_name} (MLflow {run_id}) from global step {resumed_step}")
         else:
             _log_setup(cfg, dm, store_path, run_dir)
-        trainer = _trainer(cfg, run_dir, [MlflowMetrics()])
+        bar = sys.stdout.isatty()  # Lightning draws its progress bar on a terminal; logs get a line per epoch
+        trainer = _trainer(cfg, run_dir, [MlflowMetrics(echo=None if bar else echo)])
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
         if trainer.interrupted:
             mlflow.set_tag("interrupted", "true")
