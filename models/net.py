@@ -11,6 +11,9 @@ Pipeline (all fully convolutional, limited receptive field, so large grids can b
 5. p50 (normalised log space) = head_gain[lead, species] * head + alpha[lead, species] * spread last
    observation (persistence skip; the cell's own observation where it has one with `persistence_exact`);
    p10 = p50 - softplus, p90 = p50 + softplus (monotone), expm1 back to ug m-3, then relu (non-negative).
+   The calibration scales of the gaps come in two classes, blended per cell by its `station_weight`: cells
+   that observed the species at the init hour (weight 1) and cells far from any observation (weight 0, most of
+   a hot-spot grid): their errors differ most at short leads.
 """
 from __future__ import annotations
 
@@ -90,12 +93,14 @@ class AQNet(nn.Module):
         # the skip (a shared decoder + additive lead embedding could not: +1 h was worse than persistence)
         self.head_gain = nn.Parameter(torch.ones(n_leads, len(cfg.species)))
         self.register_buffer("lead_count", lead.reshape(1, n_leads, 1, 1, 1))
-        # post-hoc calibration of the P10/P90 gaps per lead and species ([L, 2, {lower, upper}]); fitted after
-        # training by `training.calibrate`, 1 = as trained. A buffer, so the exported artifact carries it.
-        self.register_buffer("gap_scale", torch.ones(n_leads, len(cfg.species), 2))
+        # post-hoc calibration of the P10/P90 gaps ([L, 2 species, {lower, upper}, {cell observed the species
+        # at init, cell far from any observation}], blended by `station_weight`); fitted after training by
+        # `training.calibrate`, 1 = as trained. A buffer, so the exported artifact carries it.
+        self.register_buffer("gap_scale", torch.ones(n_leads, len(cfg.species), 2, 2))
 
     def _obs_features(self, obs: torch.Tensor, obs_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> folded features [B, C_in, Y, X] and spread last-hour target species [B, n_sp, Y, X]."""
+        """-> folded features [B, C_in, Y, X] and the skip's base [B, 2 * n_sp, Y, X]: the targets' spread
+        last observation, then `station_weight` of each species."""
         _, h, co, ny, nx = obs.shape
         m = (obs_mask > 0.5).to(obs.dtype)
         z = torch.where(m > 0, self.obs_norm(obs, dim=2), torch.zeros_like(obs))
@@ -109,12 +114,25 @@ class AQNet(nn.Module):
         if self.cfg.persistence_exact:  # a cell's own init-hour observation where it has one
             last = torch.where(m[:, h - 1] > 0, z[:, h - 1], last)
         base = [last[:, i] if i >= 0 else torch.zeros_like(last[:, 0]) for i in self.species_idx]
-        return folded, torch.stack(base, dim=1)
+        return folded, torch.cat([torch.stack(base, dim=1), self.station_weight(obs_mask)], dim=1)
+
+    def station_weight(self, obs_mask: torch.Tensor) -> torch.Tensor:
+        """[B, n_sp, Y, X] in [0, 1]: the kernel-weighted number of init-hour observations of each target
+        species at the finest spreading scale, capped at 1 (1 at a cell that observed it, ~0.5 one station
+        1.7 cells away, 0 far from any). It blends the two calibration classes of the P10/P90 gaps."""
+        m = (obs_mask[:, -1] > 0.5).to(obs_mask.dtype)  # [B, Co, Y, X]
+        idx = [max(i, 0) for i in self.species_idx]
+        ms = m[:, idx] * torch.tensor([float(i >= 0) for i in self.species_idx], dtype=m.dtype).reshape(1, -1, 1, 1)
+        b, n_sp, ny, nx = ms.shape
+        _, conf = self.spread(torch.zeros_like(ms).reshape(-1, ny, nx), ms.reshape(-1, ny, nx))
+        c = conf[:, 0].reshape(b, n_sp, ny, nx)  # conf = den / (1 + den)
+        return (c / (1 - c).clamp(min=1e-6)).clamp(max=1.0)
 
     def state(self, obs: torch.Tensor, obs_mask: torch.Tensor, forcing: torch.Tensor,
               forcing_mask: torch.Tensor, static: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder: -> (state z [B, hidden, Y, X], the skip's base [B, 2, Y, X]: the targets' spread last
-        observation, or with `persistence_exact` the cell's own value where it has one)."""
+        """Encoder: -> (state z [B, hidden, Y, X], the skip's base [B, 2 * n_sp, Y, X]: the targets' spread
+        last observation (with `persistence_exact` the cell's own value where it has one), then
+        `station_weight`, which blends the calibration classes)."""
         h, ny, nx = self.cfg.history, obs.shape[-2], obs.shape[-1]
         obs_f, base = self._obs_features(obs, obs_mask)
         sl = slice(self.hist_start, h, self.cfg.history_forcing_stride)
@@ -147,9 +165,11 @@ class AQNet(nn.Module):
 
     def decode_parts(self, z: torch.Tensor, fut: torch.Tensor,
                      base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Shared per-lead decoder: state z [B, hidden, Y, X], features fut [B, L, F, Y, X], base [B, 2, Y, X]
-        -> (p50, lower gap, upper gap), each [B, L, 2, Y, X] in the targets' normalised log space, the gaps
-        scaled by `gap_scale`. Per cell when decoder_kernel == 1 (any cell layout)."""
+        """Shared per-lead decoder: state z [B, hidden, Y, X], features fut [B, L, F, Y, X], base
+        [B, 2 * n_sp, Y, X] (from `state`) -> (p50, lower gap, upper gap), each [B, L, 2, Y, X] in the targets'
+        normalised log space, the gaps scaled by `gap_scale` blended between the classes by the station weight
+        w: s_unobserved + w (s_observed - s_unobserved). Per cell when
+        decoder_kernel == 1 (any cell layout)."""
         n_leads, n_sp = self.cfg.leads, len(self.cfg.species)
         ny, nx = z.shape[-2], z.shape[-1]
         d = self.z_proj.out_channels
@@ -160,8 +180,10 @@ class AQNet(nn.Module):
             hid = hid + F.gelu(layer(hid))
         out = self.head(hid).reshape(-1, n_leads, n_sp, 3, ny, nx)
         alpha, gain = self.alpha.reshape(1, n_leads, n_sp, 1, 1), self.head_gain.reshape(1, n_leads, n_sp, 1, 1)
-        p50 = gain * out[:, :, :, 1] + alpha * base.unsqueeze(1)
-        scale = self.gap_scale.reshape(1, n_leads, n_sp, 2, 1, 1)
+        p50 = gain * out[:, :, :, 1] + alpha * base[:, :n_sp].unsqueeze(1)
+        own = base[:, n_sp:].reshape(-1, 1, n_sp, 1, ny, nx)  # station weight
+        g = self.gap_scale.reshape(1, n_leads, n_sp, 2, 2, 1, 1)
+        scale = g[:, :, :, :, 1] + own * (g[:, :, :, :, 0] - g[:, :, :, :, 1])  # [B, L, n_sp, 2, Y, X]
         return p50, F.softplus(out[:, :, :, 0]) * scale[:, :, :, 0], F.softplus(out[:, :, :, 2]) * scale[:, :, :, 1]
 
     def decode(self, z: torch.Tensor, fut: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
@@ -176,8 +198,12 @@ class AQNet(nn.Module):
         return self.decode(z, self.future_features(forcing, forcing_mask), base)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        """Weights saved before `gap_scale` / `head_gain` existed load as uncalibrated / ungated (1)."""
+        """Weights saved before `gap_scale` / `head_gain` existed load as uncalibrated / ungated (1); a
+        one-class `gap_scale` [L, 2, 2] serves both cell classes."""
         state_dict.setdefault(prefix + "gap_scale", torch.ones_like(self.gap_scale))
+        g = state_dict[prefix + "gap_scale"]
+        if g.dim() == 3:
+            state_dict[prefix + "gap_scale"] = g.unsqueeze(-1).expand(*g.shape, 2).contiguous()
         state_dict.setdefault(prefix + "head_gain", torch.ones_like(self.head_gain))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 

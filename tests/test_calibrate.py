@@ -25,7 +25,7 @@ def _ratios(n=4000, leads=6, spread=2.0, seed=0):
 
 def test_fit_scales_reach_nominal_coverage():
     r = _ratios()
-    assert np.all(coverage(r, np.ones((6, 2, 2))) < 0.45)  # N(0, 2) inside +-1: 38 %
+    assert np.all(coverage(r, np.ones((6, 2, 2, 2))) < 0.45)  # N(0, 2) inside +-1: 38 %
     s = fit_scales(r)
     np.testing.assert_allclose(s, 1.2816 * 2.0, rtol=0.06)
     cov = coverage(r, s)
@@ -68,7 +68,7 @@ def test_calibrate_sets_the_models_band_from_input_stations_only():
     net = build_model(cfg, {"obs": OBS, "forcing": FORC, "static": []}, STATS).eval()
     batches = _batches(cfg)
     out = calibrate(net, batches)
-    assert out["scales"].shape == (6, 2, 2)
+    assert out["scales"].shape == (6, 2, 2, 2)
     torch.testing.assert_close(net.gap_scale, torch.as_tensor(out["scales"], dtype=torch.float32))
     assert out["scales"].max() > 1.0  # the untrained band was too narrow for these targets
     cal = np.array(out["report"]["coverage_calibrated_in_sample"])
@@ -89,6 +89,49 @@ def test_calibrate_sets_the_models_band_from_input_stations_only():
     assert (wide[:, :, :, 2] - wide[:, :, :, 0]).sum() > (narrow[:, :, :, 2] - narrow[:, :, :, 0]).sum()
 
 
+def test_each_cell_class_gets_its_own_band():
+    """Cells that observed the species at init (w = 1, errors ~N(0, 1)) and cells far from any observation
+    (w = 0, ~N(0, 3)) each reach 80 %, and so do cells in between (w = 0.5, the blend of the two scales);
+    one shared scale would cover > 90 % of the first and < 65 % of the second."""
+    g = np.random.default_rng(0)
+    n = 9000
+    w = np.broadcast_to(g.choice([1.0, 0.0, 0.5], n)[:, None, None, None], (n, 6, 2, 1))
+    t = g.normal(0, 1.0 + 2.0 * (1 - w))
+    r = {"r_lo": -t, "r_hi": t, "valid": np.ones_like(t, bool), "w": w, "month": g.integers(0, 12, n)}
+    s = fit_scales(r)
+    np.testing.assert_allclose(s[..., 0], 1.2816, rtol=0.08)
+    np.testing.assert_allclose(s[..., 1], 1.2816 * 3, rtol=0.08)
+    for cls in (0, 1):
+        assert np.all(np.abs(coverage(r, s, cls=cls) - 0.8) < 0.03)
+    half = {**r, "valid": r["valid"] & (w == 0.5)}
+    assert np.all(np.abs(coverage(half, s) - 0.8) < 0.04)
+    shared = fit_scales({**r, "w": np.ones_like(w)})
+    far = {**r, "valid": r["valid"] & (w == 0)}
+    assert coverage(r, shared, cls=0).min() > 0.9 and coverage(far, shared).max() < 0.65
+
+
+def test_the_net_blends_the_classes_by_its_station_weight():
+    """In the full-grid forward the gaps scale by s_u + w (s_o - s_u): widening the observed class widens
+    exactly the cells with a positive station weight, fully at cells that observed the species at init."""
+    cfg = ModelConfig(**SMALL)
+    torch.manual_seed(0)
+    net = build_model(cfg, {"obs": OBS, "forcing": FORC, "static": []}, STATS).eval()
+    b = _batches(cfg, n_batches=1, b=2)[0]
+    x = [b[k] for k in ("obs", "obs_mask", "forcing", "forcing_mask", "static")]
+    w = net.station_weight(b["obs_mask"])  # [B, 2, Y, X]
+    seen = b["obs_mask"][:, -1] > 0.5  # OBS = (pm25, o3): the two species
+    assert torch.all(w[seen] == 1.0) and torch.all((w >= 0) & (w <= 1)) and (w[~seen] < 1).any()
+    with torch.no_grad():
+        net.gap_scale.fill_(1.0)
+        one = net(*x)
+        net.gap_scale[..., 0] = 2.0  # widen the observed class only
+        two = net(*x)
+    g1 = torch.log1p(one[:, :, :, 2]) - torch.log1p(one[:, :, :, 1])  # upper gap, log space (~ scale x gap)
+    g2 = torch.log1p(two[:, :, :, 2]) - torch.log1p(two[:, :, :, 1])
+    wider = (g2 > g1 + 1e-5).any(1)  # [B, 2, Y, X]
+    assert torch.equal(wider, w > 1e-3)
+
+
 def test_old_weights_without_gap_scale_load_uncalibrated():
     cfg = ModelConfig(**SMALL)
     net = build_model(cfg, {"obs": OBS, "forcing": FORC, "static": []}, STATS)
@@ -96,3 +139,44 @@ def test_old_weights_without_gap_scale_load_uncalibrated():
     net.gap_scale.fill_(3.0)
     net.load_state_dict(state)
     assert torch.equal(net.gap_scale, torch.ones_like(net.gap_scale))
+    one_class = torch.rand(6, 2, 2)  # saved before the two cell classes: both take it
+    net.load_state_dict({**state, "gap_scale": one_class})
+    assert torch.equal(net.gap_scale[..., 0], one_class) and torch.equal(net.gap_scale[..., 1], one_class)
+
+
+def test_calibration_sees_every_issue_hour_not_only_the_val_loaders(tiny_store_path):
+    """`data.calib_every_h` gives the calibration inits at each hour of day forecasts are issued at (a lead's
+    coverage depends on the hour it is valid at), while validation keeps its cheaper spacing."""
+    from pathlib import Path
+
+    from training.config import load_config
+    from training.datamodule import AQDataModule
+
+    tiny = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+    hours = {}
+    for every in (None, 6):
+        extra = [] if every is None else [f"data.calib_every_h={every}"]
+        dm = AQDataModule(load_config(tiny, extra), tiny_store_path)
+        dm.setup()
+        init = np.concatenate([b["init_time"].numpy() for b in dm.calib_dataloader()]).astype("datetime64[ns]")
+        hours[every] = sorted({int(h) for h in init.astype("datetime64[h]").astype(np.int64) % 24})
+        assert len(dm.val_dataloader().dataset) == len(dm.val_ds)
+        # input stations are dropped from some calibration windows (both cell classes), never from validation
+        cal = next(iter(dm.calib_dataloader()))
+        held = cal["station_withheld"] > 0.5
+        assert ((cal["station_in_input"] < 0.5) & ~held).any()
+        val = next(iter(dm.val_dataloader()))
+        assert torch.equal(val["station_in_input"] > 0.5, val["station_withheld"] < 0.5)
+    assert len(hours[None]) == 1 and hours[6] == sorted((hours[None][0] + k) % 24 for k in (0, 6, 12, 18))
+
+
+def test_scorecard_says_when_its_coverage_is_in_sample():
+    from training.evaluate import _calibration_note, parse_time
+
+    meta = {"quantile_calibration": {"method": "x"},
+            "validation_window": ["2015-02-28T16:00:00+00:00", "2016-02-29T15:00:00+00:00"]}
+    t = lambda s: parse_time(s, "t")[0]
+    inside_year = _calibration_note(meta, t("2015-06-01T00:00+08:00"), t("2015-07-01T00:00+08:00"))
+    next_year = _calibration_note(meta, t("2016-03-01T00:00+08:00"), t("2017-02-25T00:00+08:00"))
+    assert "in-sample" in inside_year[0] and "out of sample" in next_year[0]
+    assert _calibration_note({**meta, "quantile_calibration": None}, t("2015-06-01T00:00Z"), t("2015-07-01T00:00Z")) == []

@@ -232,8 +232,7 @@ def test_exact_persistence_skip_uses_the_cells_own_observation():
     model, cfg = _model(persistence_exact=True)
     blurred, _ = _model()
     obs, obs_mask, *_ = _inputs(cfg)
-    _, base = model._obs_features(obs, obs_mask)
-    _, base_blur = blurred._obs_features(obs, obs_mask)
+    base, base_blur = model._obs_features(obs, obs_mask)[1][:, :2], blurred._obs_features(obs, obs_mask)[1][:, :2]
     z = model.obs_norm(obs, dim=2)[:, -1, [0, 3]]  # pm25, o3 at the init hour, normalised
     seen = obs_mask[:, -1, [0, 3]] > 0.5
     assert seen.any() and (~seen).any()
@@ -251,7 +250,7 @@ def test_head_gain_switches_the_decoder_term_per_lead():
         before = model(*inputs)
         model.head_gain[0].zero_()
         after = model(*inputs)
-        _, base = model._obs_features(*inputs[:2])
+        base = model._obs_features(*inputs[:2])[1][:, :2]  # skip values (then station weights)
         skip = model.target_norm.denormalize((model.alpha[0].reshape(1, 2, 1, 1) * base), dim=1).clamp(min=0)
     assert torch.equal(before[:, 1:], after[:, 1:])  # other leads untouched
     assert not torch.allclose(before[:, 0, :, 1], after[:, 0, :, 1])

@@ -3,11 +3,17 @@
 Pinball training gives quantiles that are calibrated on the training years; on a later year (Beijing's air
 got cleaner and its ozone higher from 2013 to 2016) the band came out too narrow for O3 and too wide for
 PM2.5 at short leads. After training, the gaps (P50 - P10 and P90 - P50 in the normalised log space) are
-scaled so that 10 % of the validation observations at *input* stations fall below P10 and 10 % above P90, at
-each lead (smoothed over neighbouring leads) and species, a split-conformal step. The scales are a buffer of
-the model (`gap_scale`), so the exported ONNX artifact carries them. Held-out stations are never used, and a
-two-fold cross-fit by calendar month (fit on even months, score on odd, and back) estimates the coverage the
-calibration gives on data it has not seen.
+scaled so that 10 % of the validation observations at input stations fall below P10 and 10 % above P90, at
+each lead (smoothed over neighbouring leads beyond the first hours, where the scales change fastest) and
+species: a split-conformal step. The scales come in two classes, blended per cell by the model's station
+weight w (`AQNet.station_weight`): cells that observed the species at the init hour (w = 1) and cells far
+from any observation (w = 0; most of a hot-spot grid). The second is fitted on input stations dropped from
+the inputs for the calibration pass, as in training (`data.drop_prob`); with one class their band covered
+~60 % at +1 h. The inits should cover every hour of day forecasts are issued at (`data.calib_every_h`): a
+lead's coverage depends on the hour it is valid at (scales fitted on 00 UTC inits alone left 77-85 % at
+00/06/12/18 UTC inits). The scales are a buffer of the model (`gap_scale`), so the exported ONNX artifact
+carries them. Held-out stations are never used; a two-fold cross-fit by calendar month (fit on even months,
+score on odd, and back) estimates the coverage on data the calibration has not seen.
 """
 from __future__ import annotations
 
@@ -23,91 +29,142 @@ MIN_SAMPLES = 50
 
 def collect_ratios(net: Any, loader: Any) -> dict[str, np.ndarray]:
     """Run `net` (its gap scales reset to 1) over `loader`: r_lo = (P50 - obs) / lower gap and r_hi =
-    (obs - P50) / upper gap in normalised space, each [N, L, 2, S]; `valid` (observed at an input station)
-    and the init `month` [N]."""
+    (obs - P50) / upper gap in normalised space, each [N, L, 2, S]; `valid` (observed at a station that is
+    not withheld), `w` (`net.station_weight` at the station: 1 = its cell observed the species at init),
+    and the init `month` and UTC `hour` [N]."""
     net.gap_scale.fill_(1.0)
-    r_lo, r_hi, valid, month = [], [], [], []
+    keys = ("r_lo", "r_hi", "valid", "w", "month", "hour")
+    out: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     with torch.no_grad():
         for batch in loader:
-            p50, g_lo, g_hi = station_forward(net, *(batch[k] for k in INPUTS), batch["station_row"],
-                                              batch["station_col"], parts=True)
-            ok = (batch["target_mask"] > 0.5) & (batch["station_in_input"][:, None, None] > 0.5)
+            row, col = batch["station_row"].long(), batch["station_col"].long()
+            p50, g_lo, g_hi = station_forward(net, *(batch[k] for k in INPUTS), row, col, parts=True)
+            withheld = batch.get("station_withheld", 1 - batch["station_in_input"])
+            ok = (batch["target_mask"] > 0.5) & (withheld[:, None, None] < 0.5)
             t = torch.where(ok, batch["target"], torch.zeros_like(batch["target"])).clamp(min=0)
             tz = net.target_norm(t, dim=2)
-            r_lo.append(((p50 - tz) / g_lo.clamp(min=1e-6)).numpy())
-            r_hi.append(((tz - p50) / g_hi.clamp(min=1e-6)).numpy())
-            valid.append(ok.numpy())
+            out["r_lo"].append(((p50 - tz) / g_lo.clamp(min=1e-6)).numpy())
+            out["r_hi"].append(((tz - p50) / g_hi.clamp(min=1e-6)).numpy())
+            out["valid"].append(ok.numpy())
+            w = net.station_weight(batch["obs_mask"])  # [B, 2, Y, X]
+            bi = torch.arange(w.shape[0])[:, None]
+            out["w"].append(torch.stack([w[:, k][bi, row, col] for k in range(w.shape[1])], dim=1).numpy()[:, None])
             init = batch["init_time"].numpy().astype("datetime64[ns]")
-            month.append(init.astype("datetime64[M]").astype(np.int64) % 12)
-    return {"r_lo": np.concatenate(r_lo), "r_hi": np.concatenate(r_hi), "valid": np.concatenate(valid),
-            "month": np.concatenate(month)}
+            out["month"].append(init.astype("datetime64[M]").astype(np.int64) % 12)
+            out["hour"].append(init.astype("datetime64[h]").astype(np.int64) % 24)
+    r = {k: np.concatenate(v) for k, v in out.items()}
+    r["w"] = np.broadcast_to(r["w"], r["valid"].shape)
+    return r
+
+
+def _weight(r: dict[str, np.ndarray]) -> np.ndarray:
+    """Station weight of every sample (ratios without `w` are all observed: 1)."""
+    return r["w"] if "w" in r else np.ones(r["valid"].shape)
+
+
+def _observed(r: dict[str, np.ndarray]) -> np.ndarray:
+    return _weight(r) >= 1 - 1e-6
+
+
+def _blend_quantile(x: np.ndarray, w: np.ndarray, s_obs: float, q: float, bounds: tuple[float, float]) -> float:
+    """s such that a share q of x lies at or below s + w (s_obs - s) (bisection; monotone in s for w < 1)."""
+    lo, hi = bounds
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if np.mean(x <= mid + w * (s_obs - mid)) < q else (lo, mid)
+    return 0.5 * (lo + hi)
 
 
 def _smooth(a: np.ndarray, width: int) -> np.ndarray:
-    """Centred moving average along axis 0 (edges: mean of what is inside the window)."""
-    if width <= 1:
-        return a
-    k = np.ones(width)
+    """Centred moving average along axis 0, its half-width growing from 0 at the first lead to width // 2
+    (the scales change fastest over the first hours; a full window there biased +1..+4 h by ±5 points)."""
     half = width // 2
-    pad = np.pad(a, [(half, half)] + [(0, 0)] * (a.ndim - 1), mode="edge")
     out = np.empty_like(a)
-    flat, fout = pad.reshape(pad.shape[0], -1), out.reshape(a.shape[0], -1)
-    for j in range(flat.shape[1]):
-        fout[:, j] = np.convolve(flat[:, j], k, mode="valid") / width
+    for i in range(a.shape[0]):
+        k = min(half, i // 2)
+        out[i] = a[max(0, i - k):i + k + 1].mean(axis=0)
     return out
 
 
 def fit_scales(r: dict[str, np.ndarray], sel: np.ndarray | None = None, quantiles: tuple[float, ...] =
                (0.1, 0.5, 0.9), smooth: int = 7, bounds: tuple[float, float] = (0.25, 4.0)) -> np.ndarray:
-    """Gap scales [L, 2, 2] (lead, species, lower/upper) that put `quantiles[0]` of the observations below P10
-    and 1 - `quantiles[-1]` above P90 on the samples `sel` (bool [N]; None = all)."""
+    """Gap scales [L, 2, 2, 2] (lead, species, lower/upper, observed/unobserved) that put `quantiles[0]` of
+    the observations below P10 and 1 - `quantiles[-1]` above P90 on the samples `sel` (bool [N]; None = all).
+    The observed scale is the empirical quantile at cells with weight 1; the unobserved one is solved for on
+    the other samples, each of which uses the blend s_u + w (s_o - s_u). A class with too few samples at a
+    lead takes the other class's scale."""
     q_lo, q_hi = quantiles[0], quantiles[-1]
     keep = r["valid"] if sel is None else r["valid"] & sel[:, None, None, None]
+    w, obs = _weight(r), _observed(r)
     n_l, n_sp = keep.shape[1], keep.shape[2]
-    out = np.ones((n_l, n_sp, 2))
+    out = np.ones((n_l, n_sp, 2, 2))
     for lead in range(n_l):
         for k in range(n_sp):
             m = keep[:, lead, k]
-            if m.sum() < MIN_SAMPLES:
-                continue
-            out[lead, k, 0] = np.quantile(r["r_lo"][:, lead, k][m], 1 - q_lo)
-            out[lead, k, 1] = np.quantile(r["r_hi"][:, lead, k][m], q_hi)
+            mo, mu = m & obs[:, lead, k], m & ~obs[:, lead, k]
+            for side, (key, q) in enumerate((("r_lo", 1 - q_lo), ("r_hi", q_hi))):
+                x = r[key][:, lead, k]
+                s_o = np.quantile(x[mo if mo.sum() >= MIN_SAMPLES else m], q) if m.sum() >= MIN_SAMPLES else 1.0
+                s_u = (_blend_quantile(x[mu], w[:, lead, k][mu], s_o, q, bounds) if mu.sum() >= MIN_SAMPLES
+                       else s_o)
+                out[lead, k, side] = (s_o, s_u)
     return np.clip(_smooth(out, smooth), *bounds)
 
 
-def coverage(r: dict[str, np.ndarray], scales: np.ndarray, sel: np.ndarray | None = None) -> np.ndarray:
-    """P10-P90 coverage [L, 2] of the band with `scales` on samples `sel` (NaN where nothing is observed)."""
+def inside(r: dict[str, np.ndarray], scales: np.ndarray) -> np.ndarray:
+    """[N, L, 2, S]: the observation lies inside the band with the scales blended by its station weight."""
+    w = _weight(r)
+    s_lo = scales[None, :, :, 0, 1, None] + w * (scales[None, :, :, 0, 0, None] - scales[None, :, :, 0, 1, None])
+    s_hi = scales[None, :, :, 1, 1, None] + w * (scales[None, :, :, 1, 0, None] - scales[None, :, :, 1, 1, None])
+    return (r["r_lo"] <= s_lo) & (r["r_hi"] <= s_hi)
+
+
+def coverage(r: dict[str, np.ndarray], scales: np.ndarray, sel: np.ndarray | None = None,
+             cls: int | None = None, hit: np.ndarray | None = None) -> np.ndarray:
+    """P10-P90 coverage [L, 2] of the band with `scales` on samples `sel` of class `cls` (0 = observed at
+    init, 1 = not, None = both; NaN where nothing is observed); `hit` replaces `inside(r, scales)`."""
     keep = r["valid"] if sel is None else r["valid"] & sel[:, None, None, None]
-    inside = (r["r_lo"] <= scales[None, :, :, 0, None]) & (r["r_hi"] <= scales[None, :, :, 1, None])
+    if cls is not None:
+        keep = keep & (_observed(r) if cls == 0 else ~_observed(r))
+    hit = inside(r, scales) if hit is None else hit
     n = keep.sum((0, 3))
-    return np.where(n > 0, (inside & keep).sum((0, 3)) / np.maximum(n, 1), np.nan)
+    return np.where(n > 0, (hit & keep).sum((0, 3)) / np.maximum(n, 1), np.nan)
 
 
 def calibrate(net: Any, loader: Any, quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)) -> dict[str, Any]:
-    """Fit `net.gap_scale` on `loader` (in place) and report coverage before, after (in-sample) and cross-fit."""
+    """Fit `net.gap_scale` on `loader` (in place) and report coverage before, after (in-sample) and cross-fit
+    by calendar month, for each cell class."""
     r = collect_ratios(net, loader)
     scales = fit_scales(r, quantiles=quantiles)
     even = r["month"] % 2 == 0
-    cv = np.full(scales.shape[:2], np.nan)
+    hit_cv = None
     if even.any() and (~even).any():
-        cov_odd = coverage(r, fit_scales(r, even, quantiles), ~even)
-        cov_even = coverage(r, fit_scales(r, ~even, quantiles), even)
-        n_odd = (r["valid"] & ~even[:, None, None, None]).sum((0, 3))
-        n_even = (r["valid"] & even[:, None, None, None]).sum((0, 3))
-        cv = (np.nan_to_num(cov_odd) * n_odd + np.nan_to_num(cov_even) * n_even) / np.maximum(n_odd + n_even, 1)
-    before = coverage(r, np.ones_like(scales))
-    after = coverage(r, scales)
+        hit_cv = np.where(even[:, None, None, None], inside(r, fit_scales(r, ~even, quantiles)),
+                          inside(r, fit_scales(r, even, quantiles)))
+    ones = np.ones_like(scales)
+    cov: dict[str, dict[str, np.ndarray]] = {}
+    for cname, cls in (("", None), ("_observed", 0), ("_unobserved", 1)):
+        cov[cname] = {"uncalibrated": coverage(r, ones, cls=cls), "calibrated": coverage(r, scales, cls=cls),
+                      "crossfit": (coverage(r, scales, cls=cls, hit=hit_cv) if hit_cv is not None
+                                   else np.full(scales.shape[:2], np.nan))}
     net.gap_scale.copy_(torch.as_tensor(scales, dtype=net.gap_scale.dtype))
     metrics: dict[str, float] = {}
-    for k, sp in enumerate(("pm25", "o3")):
-        for name, arr in (("uncalibrated", before), ("calibrated", after), ("crossfit", cv)):
-            col = arr[:, k]
-            if np.isfinite(col).any():
-                metrics[f"calib_{name}_coverage_{sp}_min"] = float(np.nanmin(col))
-                metrics[f"calib_{name}_coverage_{sp}_max"] = float(np.nanmax(col))
-    report = {"method": "split-conformal gap scaling on validation inits, input stations only",
-              "n_inits": int(r["valid"].shape[0]), "gap_scale": scales.round(4).tolist(),
-              "coverage_uncalibrated": np.round(before, 4).tolist(),
-              "coverage_calibrated_in_sample": np.round(after, 4).tolist(),
-              "coverage_crossfit_by_month": np.round(cv, 4).tolist()}
+    for cname, arrs in cov.items():
+        for k, sp in enumerate(("pm25", "o3")):
+            for name, arr in arrs.items():
+                col = arr[:, k]
+                if np.isfinite(col).any():
+                    metrics[f"calib_{name}_coverage{cname}_{sp}_min"] = float(np.nanmin(col))
+                    metrics[f"calib_{name}_coverage{cname}_{sp}_max"] = float(np.nanmax(col))
+    own, valid = _observed(r), r["valid"]
+    report = {"method": "split-conformal gap scaling on validation inits at input stations (some dropped from "
+                        "the inputs), per lead, species and class (observed at init / far from any observation; "
+                        "blended by the station weight)",
+              "n_inits": int(valid.shape[0]),
+              "n_per_lead": {"observed": int((valid & own)[:, 0].sum()), "unobserved": int((valid & ~own)[:, 0].sum())},
+              "init_hours_utc": sorted({int(h) for h in r.get("hour", [])}), "gap_scale": scales.round(4).tolist()}
+    long = {"uncalibrated": "uncalibrated", "calibrated": "calibrated_in_sample", "crossfit": "crossfit_by_month"}
+    for cname, arrs in cov.items():
+        for name, arr in arrs.items():
+            report[f"coverage_{long[name]}{cname}"] = np.round(arr, 4).tolist()
     return {"scales": scales, "metrics": metrics, "report": report}

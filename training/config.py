@@ -68,6 +68,9 @@ class DataConfig(_Strict):
     drop_prob: float = Field(0.15, ge=0, lt=1, description="training: per-sample drop-out of input stations")
     train_every_h: int = Field(1, ge=1, le=24 * 7, description="spacing of training init times")
     val_every_h: int = Field(24, ge=1, le=24 * 7, description="spacing of validation init times")
+    calib_every_h: int | None = Field(None, ge=1, le=24 * 7, description="spacing of the validation inits the "
+                                      "P10/P90 calibration is fitted on (None: val_every_h); every init hour "
+                                      "the forecasts are issued at should be among them")
     max_train_samples: int | None = Field(None, ge=1, description="random subset of train inits per epoch")
 
     @field_validator("train_period", "val_period", mode="before")

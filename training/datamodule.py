@@ -141,6 +141,7 @@ class AQDataModule(L.LightningDataModule):
         self.periods: dict[str, tuple[np.datetime64, np.datetime64]] = {}
         self.input_stations: list[str] = []
         self.stations: list[str] = []
+        self._sampler_kw: dict[str, Any] = {}
 
     def setup(self, stage: str | None = None) -> None:
         """Open the store once, check channels/periods/stations, build both samplers."""
@@ -165,7 +166,7 @@ class AQDataModule(L.LightningDataModule):
                               "input_stations": self.input_stations, "seed": self.cfg.optim.seed}
         self.train_ds = WindowSampler(ds, tr, target_stations=self.input_stations, drop_prob=d.drop_prob, **kw)
         self.val_ds = WindowSampler(ds, va, target_stations=self.stations, drop_prob=0.0, **kw)
-        self.ds = ds
+        self.ds, self._sampler_kw = ds, kw
         log.info("train %d inits, val %d inits, channels %s", len(tr), len(va), self.channels)
 
     def train_dataloader(self) -> Any:
@@ -183,6 +184,22 @@ class AQDataModule(L.LightningDataModule):
         from torch.utils.data import DataLoader
 
         return DataLoader(self.val_ds, batch_size=self.cfg.optim.batch_size, shuffle=False, num_workers=0,
+                          collate_fn=collate_batch)
+
+    def calib_dataloader(self) -> Any:
+        """Validation inits every `data.calib_every_h` hours (None: `data.val_every_h`) for the quantile
+        calibration, with input stations dropped at random as in training (`data.drop_prob`, seeded) so
+        that both cell classes, observed and unobserved at init, are seen. Issue hours matter: a lead's
+        coverage depends on the hour it is valid at."""
+        from torch.utils.data import DataLoader
+
+        from features.windows import WindowSampler
+
+        d = self.cfg.data
+        every = d.calib_every_h or d.val_every_h
+        t = init_times(self.ds, self.periods["val"], every, d.history, d.leads, "val")
+        ds = WindowSampler(self.ds, t, target_stations=self.stations, drop_prob=d.drop_prob, **self._sampler_kw)
+        return DataLoader(ds, batch_size=self.cfg.optim.batch_size, shuffle=False, num_workers=0,
                           collate_fn=collate_batch)
 
     def windows(self) -> dict[str, list[str]]:

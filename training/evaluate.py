@@ -285,12 +285,29 @@ def evaluate_model(model: Any, meta: dict[str, Any], ds, t_from: str, t_to: str,
         "meteorology over the horizon: " + ("observed + synthetic forecast error (--met-error)" if met_error
                                             else "the observed weather, used as a perfect forecast"),
         gbt_note, "PM2.5 IAQI: 24-h breakpoints applied to hourly values; O3: 1-h breakpoints"]
+    notes += _calibration_note(meta, t0, t1)
     md = out_dir / f"{name or 'scorecard'}.md"
     md.write_text(markdown(results, f"aqcast scorecard — {meta.get('name', 'model')}", notes, summ,
                            acceptance(results, summ)))
     png = plot(results, out_dir / f"{name or 'skill_by_lead'}.png", "MAE and skill by lead")
     return {"results": results, "metrics": flat_metrics(results), "scorecard": md, "png": png,
             "inputs": inputs, "held_out": held, "summary": summ}
+
+
+def _calibration_note(meta: dict[str, Any], t0: np.datetime64, t1: np.datetime64) -> list[str]:
+    """Say when the P10/P90 band was calibrated on inits inside the scored period (its coverage is then
+    in-sample; the calibration's cross-fit by month in MLflow is the out-of-sample estimate)."""
+    win = meta.get("validation_window")
+    if not meta.get("quantile_calibration") or not win:
+        return []
+    a, _ = parse_time(win[0], "validation_window")
+    b, _ = parse_time(win[1], "validation_window")
+    if a > t1 or b < t0:
+        return [f"P10/P90 band calibrated on {win[0]} .. {win[1]}, outside this period: coverage is out of sample"]
+    note = (f"P10/P90 band calibrated on the input stations of {win[0]} .. {win[1]}, which overlaps this period: "
+            "coverage at input stations is in-sample (cross-fit by month: MLflow `calib_crossfit_*`); held-out "
+            "stations never enter the calibration")
+    return [note]
 
 
 def log_to_mlflow(report: dict[str, Any], meta: dict[str, Any], params: dict[str, Any]) -> str | None:

@@ -235,7 +235,8 @@ def run_training(cfg: TrainConfig, store: str | None = None, data: str | None = 
 
 
 def _calibrate(cfg: TrainConfig, module: Any, dm: Any) -> dict[str, Any] | None:
-    """Fit the P10/P90 gap scales on the validation inits (`optim.calibrate_quantiles`); log what it did."""
+    """Fit the P10/P90 gap scales on the validation inits every `data.calib_every_h` hours
+    (`optim.calibrate_quantiles`); log what it did."""
     if not cfg.optim.calibrate_quantiles:
         return None
     import mlflow
@@ -243,10 +244,10 @@ def _calibrate(cfg: TrainConfig, module: Any, dm: Any) -> dict[str, Any] | None:
     from training.calibrate import calibrate
 
     module.eval()
-    out = calibrate(module.net, dm.val_dataloader(), module.quantiles)
+    out = calibrate(module.net, dm.calib_dataloader(), module.quantiles)
     mlflow.log_metrics(out["metrics"])
     mlflow.log_dict(out["report"], "calibration.json")
-    return {k: out["report"][k] for k in ("method", "n_inits", "gap_scale")} | {"metrics": out["metrics"]}
+    return {k: out["report"][k] for k in ("method", "n_inits", "init_hours_utc", "gap_scale")} | {"metrics": out["metrics"]}
 
 
 def _final_validation(module: Any, dm: Any) -> list[dict[str, float]]:
