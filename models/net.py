@@ -110,23 +110,31 @@ class AQNet(nn.Module):
         val, conf = self.spread(zs.reshape(-1, ny, nx), ms.reshape(-1, ny, nx))  # [B*n_h*Co, S, Y, X]
         sp = torch.cat([val, conf], dim=1).reshape(-1, n_h * co * 2 * val.shape[1], ny, nx)
         folded = torch.cat([raw, sp], dim=1)
-        last = val.reshape(-1, n_h, co, val.shape[1], ny, nx)[:, n_h - 1, :, 0]  # finest scale, [B, Co, Y, X]
+        at_init = (-1, n_h, co, val.shape[1], ny, nx)
+        last = val.reshape(at_init)[:, n_h - 1, :, 0]  # finest scale, [B, Co, Y, X]
         if self.cfg.persistence_exact:  # a cell's own init-hour observation where it has one
             last = torch.where(m[:, h - 1] > 0, z[:, h - 1], last)
-        base = [last[:, i] if i >= 0 else torch.zeros_like(last[:, 0]) for i in self.species_idx]
-        return folded, torch.cat([torch.stack(base, dim=1), self.station_weight(obs_mask)], dim=1)
+        weight = self._weight(self._species(conf.reshape(at_init)[:, n_h - 1, :, 0]))
+        return folded, torch.cat([self._species(last), weight], dim=1)
+
+    def _species(self, a: torch.Tensor) -> torch.Tensor:
+        """[B, Co, Y, X] obs channels -> [B, n_sp, Y, X] target species (zeros for one not among them)."""
+        return torch.stack([a[:, i] if i >= 0 else torch.zeros_like(a[:, 0]) for i in self.species_idx], dim=1)
+
+    @staticmethod
+    def _weight(conf: torch.Tensor) -> torch.Tensor:
+        """Finest-scale spreading confidence den / (1 + den) -> min(den, 1)."""
+        return (conf / (1 - conf).clamp(min=1e-6)).clamp(max=1.0)
 
     def station_weight(self, obs_mask: torch.Tensor) -> torch.Tensor:
         """[B, n_sp, Y, X] in [0, 1]: the kernel-weighted number of init-hour observations of each target
         species at the finest spreading scale, capped at 1 (1 at a cell that observed it, ~0.5 one station
-        1.7 cells away, 0 far from any). It blends the two calibration classes of the P10/P90 gaps."""
-        m = (obs_mask[:, -1] > 0.5).to(obs_mask.dtype)  # [B, Co, Y, X]
-        idx = [max(i, 0) for i in self.species_idx]
-        ms = m[:, idx] * torch.tensor([float(i >= 0) for i in self.species_idx], dtype=m.dtype).reshape(1, -1, 1, 1)
+        1.7 cells away, 0 far from any). It blends the two calibration classes of the P10/P90 gaps; the
+        forward takes it from its own spreading (the same numbers, tested)."""
+        ms = self._species((obs_mask[:, -1] > 0.5).to(obs_mask.dtype))
         b, n_sp, ny, nx = ms.shape
         _, conf = self.spread(torch.zeros_like(ms).reshape(-1, ny, nx), ms.reshape(-1, ny, nx))
-        c = conf[:, 0].reshape(b, n_sp, ny, nx)  # conf = den / (1 + den)
-        return (c / (1 - c).clamp(min=1e-6)).clamp(max=1.0)
+        return self._weight(conf[:, 0].reshape(b, n_sp, ny, nx))
 
     def state(self, obs: torch.Tensor, obs_mask: torch.Tensor, forcing: torch.Tensor,
               forcing_mask: torch.Tensor, static: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

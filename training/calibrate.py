@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.module import INPUTS, station_forward
+from training.module import INPUTS, at_stations, station_forward
 
 MIN_SAMPLES = 50
 
@@ -46,9 +46,7 @@ def collect_ratios(net: Any, loader: Any) -> dict[str, np.ndarray]:
             out["r_lo"].append(((p50 - tz) / g_lo.clamp(min=1e-6)).numpy())
             out["r_hi"].append(((tz - p50) / g_hi.clamp(min=1e-6)).numpy())
             out["valid"].append(ok.numpy())
-            w = net.station_weight(batch["obs_mask"])  # [B, 2, Y, X]
-            bi = torch.arange(w.shape[0])[:, None]
-            out["w"].append(torch.stack([w[:, k][bi, row, col] for k in range(w.shape[1])], dim=1).numpy()[:, None])
+            out["w"].append(at_stations(net.station_weight(batch["obs_mask"]), row, col).numpy()[:, None])
             init = batch["init_time"].numpy().astype("datetime64[ns]")
             out["month"].append(init.astype("datetime64[M]").astype(np.int64) % 12)
             out["hour"].append(init.astype("datetime64[h]").astype(np.int64) % 24)
@@ -114,9 +112,9 @@ def fit_scales(r: dict[str, np.ndarray], sel: np.ndarray | None = None, quantile
 def inside(r: dict[str, np.ndarray], scales: np.ndarray) -> np.ndarray:
     """[N, L, 2, S]: the observation lies inside the band with the scales blended by its station weight."""
     w = _weight(r)
-    s_lo = scales[None, :, :, 0, 1, None] + w * (scales[None, :, :, 0, 0, None] - scales[None, :, :, 0, 1, None])
-    s_hi = scales[None, :, :, 1, 1, None] + w * (scales[None, :, :, 1, 0, None] - scales[None, :, :, 1, 1, None])
-    return (r["r_lo"] <= s_lo) & (r["r_hi"] <= s_hi)
+    s_obs, s_unobs = scales[None, ..., 0, None], scales[None, ..., 1, None]  # [1, L, 2, side, 1]
+    s = s_unobs + w[:, :, :, None] * (s_obs - s_unobs)  # [N, L, 2, side, S]
+    return (r["r_lo"] <= s[:, :, :, 0]) & (r["r_hi"] <= s[:, :, :, 1])
 
 
 def coverage(r: dict[str, np.ndarray], scales: np.ndarray, sel: np.ndarray | None = None,

@@ -181,9 +181,12 @@ class AQDataModule(L.LightningDataModule):
                           drop_last=len(self.train_ds) > self.cfg.optim.batch_size, collate_fn=collate_batch)
 
     def val_dataloader(self) -> Any:
+        return self._in_order(self.val_ds)
+
+    def _in_order(self, ds: Any) -> Any:
         from torch.utils.data import DataLoader
 
-        return DataLoader(self.val_ds, batch_size=self.cfg.optim.batch_size, shuffle=False, num_workers=0,
+        return DataLoader(ds, batch_size=self.cfg.optim.batch_size, shuffle=False, num_workers=0,
                           collate_fn=collate_batch)
 
     def calib_dataloader(self) -> Any:
@@ -191,16 +194,12 @@ class AQDataModule(L.LightningDataModule):
         calibration, with input stations dropped at random as in training (`data.drop_prob`, seeded) so
         that both cell classes, observed and unobserved at init, are seen. Issue hours matter: a lead's
         coverage depends on the hour it is valid at."""
-        from torch.utils.data import DataLoader
-
         from features.windows import WindowSampler
 
         d = self.cfg.data
-        every = d.calib_every_h or d.val_every_h
-        t = init_times(self.ds, self.periods["val"], every, d.history, d.leads, "val")
-        ds = WindowSampler(self.ds, t, target_stations=self.stations, drop_prob=d.drop_prob, **self._sampler_kw)
-        return DataLoader(ds, batch_size=self.cfg.optim.batch_size, shuffle=False, num_workers=0,
-                          collate_fn=collate_batch)
+        t = init_times(self.ds, self.periods["val"], d.calib_every_h or d.val_every_h, d.history, d.leads, "val")
+        return self._in_order(WindowSampler(self.ds, t, target_stations=self.stations, drop_prob=d.drop_prob,
+                                            **self._sampler_kw))
 
     def windows(self) -> dict[str, list[str]]:
         """Train/val periods as ISO strings (UTC, explicit offset) for metadata."""

@@ -22,11 +22,12 @@ SPECIES = ("pm25", "o3")
 REPORT_LEADS = (24, 48, 72)
 
 
-def _take(a: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """a [B, ..., Y*X] gathered at idx [B, S] -> [B, ..., S]."""
-    shape = a.shape[:-1] + idx.shape[-1:]
-    view = idx.reshape(idx.shape[0], *([1] * (a.dim() - 2)), idx.shape[-1])
-    return torch.gather(a, -1, view.expand(shape))
+def at_stations(a: torch.Tensor, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+    """a [B, ..., Y, X] at the cells (row, col) [B, S] -> [B, ..., S]."""
+    ny, nx = a.shape[-2], a.shape[-1]
+    flat = a.reshape(*a.shape[:-2], ny * nx)
+    idx = (row.long() * nx + col.long()).reshape(a.shape[0], *([1] * (a.dim() - 3)), row.shape[-1])
+    return torch.gather(flat, -1, idx.expand(*flat.shape[:-1], row.shape[-1]))
 
 
 def station_forward(net: Any, obs: torch.Tensor, obs_mask: torch.Tensor, forcing: torch.Tensor,
@@ -40,14 +41,11 @@ def station_forward(net: Any, obs: torch.Tensor, obs_mask: torch.Tensor, forcing
     S x 1 "grid" instead of all Y x X cells (~4x faster training on CPU). `AQModule` checks it against
     `net.forward` before using it.
     """
-    b, ny, nx = obs.shape[0], obs.shape[-2], obs.shape[-1]
     z, base = net.state(obs, obs_mask, forcing, forcing_mask, static)
-    idx = row.long() * nx + col.long()  # [B, S]
-    zs = _take(z.reshape(b, z.shape[1], ny * nx), idx).unsqueeze(-1)  # [B, hidden, S, 1]
-    bs = _take(base.reshape(b, base.shape[1], ny * nx), idx).unsqueeze(-1)
-    t, cf = forcing.shape[1], forcing.shape[2]
-    f = _take(forcing.reshape(b, t, cf, ny * nx), idx).unsqueeze(-1)  # [B, H + L, Cf, S, 1]
-    fm = _take(forcing_mask.reshape(b, t, cf, ny * nx), idx).unsqueeze(-1)
+    zs = at_stations(z, row, col).unsqueeze(-1)  # [B, hidden, S, 1]
+    bs = at_stations(base, row, col).unsqueeze(-1)
+    f = at_stations(forcing, row, col).unsqueeze(-1)  # [B, H + L, Cf, S, 1]
+    fm = at_stations(forcing_mask, row, col).unsqueeze(-1)
     if parts:
         return tuple(p[..., 0] for p in net.decode_parts(zs, net.future_features(f, fm), bs))
     return net.decode(zs, net.future_features(f, fm), bs)[..., 0]
