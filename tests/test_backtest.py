@@ -149,3 +149,49 @@ def test_new_data_directory_gets_the_models_inputs(tmp_path, monkeypatch) -> Non
     assert not np.allclose(unpinned["emis_nox"].values, ref["emis_nox"].values)  # the new stations move it
     meta["store_options"]["emission_totals"] = str(tmp_path / "gone" / totals.name)
     assert "emis_nox" not in build_store_for(new_dir, meta)  # nothing to find: missing, said in attrs
+
+
+def test_contract_command_on_a_later_year_with_a_new_station(tmp_path, monkeypatch) -> None:
+    """The contract end to end as the evaluators run it: a model trained from a raw directory and registered,
+    then `aqcast backtest --model models:/... --data NEWDIR` on a later period whose directory has a station
+    the model never saw (an input there) and a point where no station is."""
+    from conftest import TINY_RAW_STATIONS, write_uci_dir
+    from typer.testing import CliRunner
+
+    from training.cli import build_app
+
+    monkeypatch.setenv("AQCAST_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    app, cli = build_app(), CliRunner()
+    known = dict(TINY_RAW_STATIONS) | {"Delta": (116.38, 40.00)}  # Delta: the tiny config's held-out station
+    res = cli.invoke(app, ["train", "--config", "configs/tiny.yaml", "--data",
+                           str(write_uci_dir(tmp_path / "train" / "data", stations=known)), "--max-epochs", "1"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    uri = res.stdout.strip().splitlines()[-1]
+    later = write_uci_dir(tmp_path / "later" / "data", n_days=12, start="2021-06-01", seed=7,
+                          stations=known | {"Echo": (116.40, 40.02)})
+    pts = tmp_path / "points.csv"
+    pts.write_text("point_id,lon,lat\nEcho,116.40,40.02\nnowhere,116.38,39.97\n")
+    out = tmp_path / "fc.csv"
+    res = cli.invoke(app, ["backtest", "--model", uri, "--data", str(later), "--from", "2021-06-03T00:00+08:00",
+                           "--to", "2021-06-05T00:00+08:00", "--every", "24h", "--points", str(pts),
+                           "--out", str(out)])
+    assert res.exit_code == 0, (res.output, res.exception)
+    df = pd.read_csv(out, dtype={"point_id": str})
+    assert list(df.columns) == COLUMNS and len(df) == 3 * 72 * 2 * 2
+    assert set(df["init_time"]) == {f"2021-06-0{d}T00:00+08:00" for d in (3, 4, 5)}
+    assert sorted(df["lead_hours"].unique()) == list(range(1, 73)) and set(df["point_id"]) == {"Echo", "nowhere"}
+    q = df[["p10", "p50", "p90"]].to_numpy()
+    assert np.isfinite(q).all() and (q >= 0).all() and (q[:, 0] <= q[:, 1]).all() and (q[:, 1] <= q[:, 2]).all()
+    # the new station is an input: without its file (the other stations' values unchanged) Echo's +1 h differs
+    without = write_uci_dir(tmp_path / "later2" / "data", n_days=12, start="2021-06-01", seed=7, stations=known)
+    res = cli.invoke(app, ["backtest", "--model", uri, "--data", str(without), "--from", "2021-06-03T00:00+08:00",
+                           "--to", "2021-06-05T00:00+08:00", "--every", "24h", "--points", str(pts),
+                           "--out", str(tmp_path / "fc2.csv")])
+    assert res.exit_code == 0, (res.output, res.exception)
+    df2 = pd.read_csv(tmp_path / "fc2.csv", dtype={"point_id": str})
+    key = (df["point_id"] == "Echo") & (df["lead_hours"] == 1) & (df["species"] == "pm25")
+    assert df2[["init_time", "lead_hours", "point_id", "species"]].equals(df[["init_time", "lead_hours",
+                                                                               "point_id", "species"]])
+    assert np.abs(df.loc[key, "p50"].to_numpy() - df2.loc[key, "p50"].to_numpy()).max() > 0.1

@@ -261,7 +261,8 @@ def attach_to_registry(out: Path, card: ModelCard, uri: str, tracking_uri: str |
 
     from serving.registry import parse_models_uri, tracking_uri_default
 
-    client = MlflowClient(tracking_uri=tracking_uri or tracking_uri_default())
+    turi = tracking_uri or tracking_uri_default()
+    client = MlflowClient(tracking_uri=turi, registry_uri=turi)  # not a registry set earlier in the process
     name, ref = parse_models_uri(uri) if uri.startswith("models:/") else (None, None)
     mv = None
     if name is not None:
