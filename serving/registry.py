@@ -46,6 +46,13 @@ def tracking_uri_default() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{aqcast_home() / 'mlflow.db'}"
 
 
+def mlflow_client(turi: str):
+    """An MlflowClient for tracking *and* registry at `turi` (never a registry set earlier in the process)."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=turi, registry_uri=turi)
+
+
 def alias_of(uri: str) -> str | None:
     """'models:/NAME@alias' -> alias; a version URI or anything else (a directory) -> None."""
     m = _URI.match(uri.strip())
@@ -80,11 +87,10 @@ def resolve(uri: str | None = None, model_dir: str | Path | None = None, trackin
                         run_id=card.run_id)
     uri = uri or DEFAULT_MODEL_URI
     name, ref = parse_models_uri(uri)
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     turi = tracking_uri or tracking_uri_default()
-    client = MlflowClient(tracking_uri=turi, registry_uri=turi)
+    client = mlflow_client(turi)
     try:
         mv = client.get_model_version(name, ref) if ref.isdigit() else client.get_model_version_by_alias(name, ref)
     except MlflowException as ex:

@@ -173,12 +173,15 @@ def test_contract_command_on_a_later_year_with_a_new_station(tmp_path, monkeypat
                           stations=known | {"Echo": (116.40, 40.02)})
     pts = tmp_path / "points.csv"
     pts.write_text("point_id,lon,lat\nEcho,116.40,40.02\nnowhere,116.38,39.97\n")
-    out = tmp_path / "fc.csv"
-    res = cli.invoke(app, ["backtest", "--model", uri, "--data", str(later), "--from", "2021-06-03T00:00+08:00",
-                           "--to", "2021-06-05T00:00+08:00", "--every", "24h", "--points", str(pts),
-                           "--out", str(out)])
-    assert res.exit_code == 0, (res.output, res.exception)
-    df = pd.read_csv(out, dtype={"point_id": str})
+
+    def backtest(data, out):
+        res = cli.invoke(app, ["backtest", "--model", uri, "--data", str(data), "--from", "2021-06-03T00:00+08:00",
+                               "--to", "2021-06-05T00:00+08:00", "--every", "24h", "--points", str(pts),
+                               "--out", str(out)])
+        assert res.exit_code == 0, (res.output, res.exception)
+        return pd.read_csv(out, dtype={"point_id": str})
+
+    df = backtest(later, tmp_path / "fc.csv")
     assert list(df.columns) == COLUMNS and len(df) == 3 * 72 * 2 * 2
     assert set(df["init_time"]) == {f"2021-06-0{d}T00:00+08:00" for d in (3, 4, 5)}
     assert sorted(df["lead_hours"].unique()) == list(range(1, 73)) and set(df["point_id"]) == {"Echo", "nowhere"}
@@ -186,11 +189,7 @@ def test_contract_command_on_a_later_year_with_a_new_station(tmp_path, monkeypat
     assert np.isfinite(q).all() and (q >= 0).all() and (q[:, 0] <= q[:, 1]).all() and (q[:, 1] <= q[:, 2]).all()
     # the new station is an input: without its file (the other stations' values unchanged) Echo's +1 h differs
     without = write_uci_dir(tmp_path / "later2" / "data", n_days=12, start="2021-06-01", seed=7, stations=known)
-    res = cli.invoke(app, ["backtest", "--model", uri, "--data", str(without), "--from", "2021-06-03T00:00+08:00",
-                           "--to", "2021-06-05T00:00+08:00", "--every", "24h", "--points", str(pts),
-                           "--out", str(tmp_path / "fc2.csv")])
-    assert res.exit_code == 0, (res.output, res.exception)
-    df2 = pd.read_csv(tmp_path / "fc2.csv", dtype={"point_id": str})
+    df2 = backtest(without, tmp_path / "fc2.csv")
     key = (df["point_id"] == "Echo") & (df["lead_hours"] == 1) & (df["species"] == "pm25")
     assert df2[["init_time", "lead_hours", "point_id", "species"]].equals(df[["init_time", "lead_hours",
                                                                                "point_id", "species"]])

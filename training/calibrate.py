@@ -109,11 +109,15 @@ def fit_scales(r: dict[str, np.ndarray], sel: np.ndarray | None = None, quantile
     return np.clip(_smooth(out, smooth), *bounds)
 
 
+def blended(r: dict[str, np.ndarray], scales: np.ndarray) -> np.ndarray:
+    """[N, L, 2, side, S]: each sample's gap scales, s_unobs + w (s_obs - s_unobs) with its station weight w."""
+    s_obs, s_unobs = scales[None, ..., 0, None], scales[None, ..., 1, None]  # [1, L, 2, side, 1]
+    return s_unobs + _weight(r)[:, :, :, None] * (s_obs - s_unobs)
+
+
 def inside(r: dict[str, np.ndarray], scales: np.ndarray) -> np.ndarray:
     """[N, L, 2, S]: the observation lies inside the band with the scales blended by its station weight."""
-    w = _weight(r)
-    s_obs, s_unobs = scales[None, ..., 0, None], scales[None, ..., 1, None]  # [1, L, 2, side, 1]
-    s = s_unobs + w[:, :, :, None] * (s_obs - s_unobs)  # [N, L, 2, side, S]
+    s = blended(r, scales)
     return (r["r_lo"] <= s[:, :, :, 0]) & (r["r_hi"] <= s[:, :, :, 1])
 
 

@@ -257,12 +257,9 @@ def sha256(path: Path) -> str:
 
 def attach_to_registry(out: Path, card: ModelCard, uri: str, tracking_uri: str | None) -> ModelCard:
     """Log `out/` to the run under `onnx/`, tag the registered version with its location; returns the card."""
-    from mlflow import MlflowClient
+    from serving.registry import mlflow_client, parse_models_uri, tracking_uri_default
 
-    from serving.registry import parse_models_uri, tracking_uri_default
-
-    turi = tracking_uri or tracking_uri_default()
-    client = MlflowClient(tracking_uri=turi, registry_uri=turi)  # not a registry set earlier in the process
+    client = mlflow_client(tracking_uri or tracking_uri_default())
     name, ref = parse_models_uri(uri) if uri.startswith("models:/") else (None, None)
     mv = None
     if name is not None:

@@ -130,12 +130,13 @@ def log_and_register(net: Any, meta: dict[str, Any], run_id: str, name: str, ali
 
 def set_alias(name: str, version: str | int, alias: str, uri: str | None = None) -> None:
     """Point `alias` (e.g. champion) at `name` version `version`."""
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
+
+    from serving.registry import mlflow_client
 
     turi = uri or _current_uri()
     try:
-        MlflowClient(tracking_uri=turi, registry_uri=turi).set_registered_model_alias(name, alias, str(version))
+        mlflow_client(turi).set_registered_model_alias(name, alias, str(version))
     except MlflowException as ex:
         raise DataError(f"cannot set alias {alias!r} on {name} version {version}: "
                         f"{ex.message.splitlines()[0]}") from None
@@ -144,11 +145,12 @@ def set_alias(name: str, version: str | int, alias: str, uri: str | None = None)
 def _download(uri: str, turi: str, dst: str) -> tuple[Path, dict[str, Any]]:
     """Resolve models:/ or runs:/ and download the model dir into `dst`; returns (dir, registry info)."""
     import mlflow.artifacts
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from serving.registry import mlflow_client
+
     info: dict[str, Any] = {}
-    client = MlflowClient(tracking_uri=turi, registry_uri=turi)
+    client = mlflow_client(turi)
     try:
         if uri.startswith("models:/"):
             rest = uri[len("models:/"):].strip("/")

@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from training.calibrate import _weight, collect_ratios, coverage, fit_scales
+from training.calibrate import blended, collect_ratios, coverage, fit_scales
 
 
 def fourier(h: np.ndarray) -> np.ndarray:
@@ -26,12 +26,10 @@ def fourier(h: np.ndarray) -> np.ndarray:
 
 def fit_diurnal(r: dict, s: np.ndarray, vh: np.ndarray, q: float = 0.9) -> np.ndarray:
     """Per species and side, 4 Fourier coefficients of log(quantile of ratio / scale) by local valid hour."""
-    coef = np.zeros((2, 2, 4))
+    coef, sc = np.zeros((2, 2, 4)), blended(r, s)
     for k in range(2):
         for side, key in enumerate(("r_lo", "r_hi")):
-            sc = s[None, :, k, side, 1, None] + _weight(r)[:, :, k] * (s[None, :, k, side, 0, None]
-                                                                       - s[None, :, k, side, 1, None])
-            x = r[key][:, :, k] / sc
+            x = r[key][:, :, k] / sc[:, :, k, side]
             qh = np.log([np.quantile(x[r["valid"][:, :, k] & (vh[:, :, None] == h)], q) for h in range(24)])
             coef[k, side] = np.linalg.lstsq(fourier(np.arange(24)), qh - qh.mean(), rcond=None)[0]
     return coef
@@ -47,9 +45,7 @@ def with_factor(r: dict, vh: np.ndarray, sel: np.ndarray) -> tuple[np.ndarray, n
 
 
 def cov_range(r: dict, s: np.ndarray, sel: np.ndarray, d: np.ndarray | None = None) -> str:
-    w = _weight(r)
-    so, su = s[None, ..., 0, None], s[None, ..., 1, None]
-    sc = su + w[:, :, :, None] * (so - su)
+    sc = blended(r, s)
     if d is not None:
         sc = sc * d[..., None]
     c = coverage(r, s, sel, hit=(r["r_lo"] <= sc[:, :, :, 0]) & (r["r_hi"] <= sc[:, :, :, 1]))
