@@ -179,6 +179,7 @@ def test_contract_command_on_a_later_year_with_a_new_station(tmp_path, monkeypat
                                "--to", "2021-06-05T00:00+08:00", "--every", "24h", "--points", str(pts),
                                "--out", str(out)])
         assert res.exit_code == 0, (res.output, res.exception)
+        assert "backtest: 3/3 inits" in res.stderr  # no terminal, no bar: a progress line instead
         return pd.read_csv(out, dtype={"point_id": str})
 
     df = backtest(later, tmp_path / "fc.csv")

@@ -14,6 +14,7 @@ Hours outside the data are masked, never invented.
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,13 +100,17 @@ def _tz(offset: str):
 
 def run_backtest(model: Any, meta: dict[str, Any], data_dir: str | Path, t_from: str, t_to: str,
                  every: str | int, points: str | Path, out: str | Path, met_error: bool = False, seed: int = 0,
-                 batch_size: int = 16, store=None, chunk: int = 32) -> pd.DataFrame:
-    """Run the backtest and write `out` (CSV). `store`: an already-built store on the model grid (tests)."""
+                 batch_size: int = 16, store=None, chunk: int = 32,
+                 echo: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Run the backtest and write `out` (CSV). `store`: an already-built store on the model grid (tests).
+    Progress: a bar on a terminal, else one `echo` line per chunk of inits (logs and CI see it move)."""
     t0, offset = parse_time(t_from, "--from")
     t1, _ = parse_time(t_to, "--to")
     inits = init_times(t0, t1, parse_every(every))
     grid = grid_from_meta(meta)
     ids, rows, cols = read_points(points, grid)
+    if echo and store is None:
+        echo(f"building the inputs from {data_dir} on the model grid")
     ds = store if store is not None else build_store_for(data_dir, meta)
     tmin, tmax = ds["time"].values[0], ds["time"].values[-1]
     if inits[-1] < tmin or inits[0] > tmax:
@@ -122,6 +127,8 @@ def run_backtest(model: Any, meta: dict[str, Any], data_dir: str | Path, t_from:
         fc = run_model(model, sampler, batch_size, met_error, seed + c0, sampler.forcing_vars)
         frames.append(format_rows(part, fc[..., rows, cols], ids, offset))
         bar.update(int(part.size))
+        if echo and bar.disable:
+            echo(f"backtest: {c0 + part.size}/{inits.size} inits")
     bar.close()
     df = pd.concat(frames, ignore_index=True)
     df.to_csv(out, index=False, quoting=csv.QUOTE_MINIMAL, float_format="%.2f")
@@ -129,10 +136,12 @@ def run_backtest(model: Any, meta: dict[str, Any], data_dir: str | Path, t_from:
 
 
 def backtest_command(model_uri: str, data_dir: str, t_from: str, t_to: str, every: str, points: str, out: str,
-                     met_error: bool = False, seed: int = 0, batch_size: int = 16) -> pd.DataFrame:
+                     met_error: bool = False, seed: int = 0, batch_size: int = 16,
+                     echo: Callable[[str], None] | None = None) -> pd.DataFrame:
     """CLI body: load the model by URI, then `run_backtest`."""
     import torch
 
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     model, meta = load_model(model_uri)
-    return run_backtest(model, meta, data_dir, t_from, t_to, every, points, out, met_error, seed, batch_size)
+    return run_backtest(model, meta, data_dir, t_from, t_to, every, points, out, met_error, seed, batch_size,
+                        echo=echo)

@@ -109,7 +109,8 @@ def backtest(
     """Forecasts at points for every init time (only observations up to each init are used)."""
     from training.backtest import backtest_command
 
-    df = backtest_command(model, data, t_from, t_to, every, points, out, met_error, seed, batch_size)
+    df = backtest_command(model, data, t_from, t_to, every, points, out, met_error, seed, batch_size,
+                          echo=lambda m: typer.echo(m, err=True))
     typer.echo(f"wrote {len(df)} rows to {out}")
 
 
