@@ -38,6 +38,7 @@ class ModelConfig(BaseModel):
     decoder_kernel: int = Field(1, ge=1)
     decoder_layers: int = Field(1, ge=1, le=4)
     forcing_windows: tuple[int, ...] = ()
+    lead_dilations: tuple[int, ...] = ()  # causal residual convs along the lead axis in the decoder
     dropout: float = Field(0.0, ge=0, lt=1)
     persistence_skip: bool = True
     persistence_exact: bool = False  # skip uses the cell's own last observation where it has one
@@ -61,6 +62,8 @@ class ModelConfig(BaseModel):
         bad = [w for w in self.forcing_windows if not 2 <= w <= self.history]
         if bad:
             raise ValueError(f"forcing_windows must lie in 2..history ({self.history} h): {bad}")
+        if any(not 1 <= d < self.leads for d in self.lead_dilations):
+            raise ValueError(f"lead_dilations must lie in 1..leads-1 ({self.leads - 1}): {list(self.lead_dilations)}")
         return self
 
     @field_validator("species")

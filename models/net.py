@@ -6,8 +6,9 @@ Pipeline (all fully convolutional, limited receptive field, so large grids can b
 3. fold history into channels (obs features every hour, forcing every `history_forcing_stride` hours),
    add static fields, 1x1 stem, dilated residual encoder -> state z [B, hidden, Y, X];
 4. shared per-lead decoder: z + projected forcing at valid time (+ its running mean since init and its
-   trailing means over `forcing_windows` hours) + lead embedding -> MLP (`decoder_layers`) -> 6 channels
-   (2 species x {p50, lower gap, upper gap}); the gaps are scaled by the calibration buffer `gap_scale`;
+   trailing means over `forcing_windows` hours) + lead embedding -> MLP (`decoder_layers`) -> optional causal
+   convolutions along the lead axis (`lead_dilations`) -> 6 channels (2 species x {p50, lower gap, upper
+   gap}); the gaps are scaled by the calibration buffer `gap_scale`;
 5. p50 (normalised log space) = head_gain[lead, species] * head + alpha[lead, species] * spread last
    observation (persistence skip; the cell's own observation where it has one with `persistence_exact`);
    p10 = p50 - softplus, p90 = p50 + softplus (monotone), expm1 back to ug m-3, then relu (non-negative).
@@ -43,6 +44,23 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.c2(self.drop(F.gelu(self.c1(F.gelu(x)))))
+
+
+class LeadConv(nn.Module):
+    """Causal residual convolution along the lead axis, per cell: h + conv(gelu(h)) where the output at lead
+    l sees leads l and l - dilation (the trajectory of the hours since init, not only the valid hour's
+    forcing). Zero-initialised, so it starts as the identity."""
+
+    def __init__(self, ch: int, dilation: int):
+        super().__init__()
+        self.dilation = dilation
+        self.conv = nn.Conv1d(ch, ch, 2, dilation=dilation)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """h [N, C, L] -> [N, C, L]."""
+        return h + self.conv(F.pad(F.gelu(h), (self.dilation, 0)))
 
 
 class AQNet(nn.Module):
@@ -81,6 +99,7 @@ class AQNet(nn.Module):
         k = cfg.decoder_kernel
         self.dec = nn.Conv2d(d, d, k, padding=k // 2)
         self.dec_extra = nn.ModuleList(nn.Conv2d(d, d, 1) for _ in range(cfg.decoder_layers - 1))
+        self.lead_convs = nn.ModuleList(LeadConv(d, dl) for dl in cfg.lead_dilations)
         self.head = nn.Conv2d(d, len(cfg.species) * 3, 1)
         nn.init.normal_(self.lead_emb, std=0.02)
         with torch.no_grad():  # initial P10-P90 gap ~ +-0.5 std in log space
@@ -97,6 +116,12 @@ class AQNet(nn.Module):
         # at init, cell far from any observation}], blended by `station_weight`); fitted after training by
         # `training.calibrate`, 1 = as trained. A buffer, so the exported artifact carries it.
         self.register_buffer("gap_scale", torch.ones(n_leads, len(cfg.species), 2, 2))
+        # diurnal factor on the gaps: exp(sum_f gap_hour[species, side, f] * basis_f(valid local hour)), basis
+        # sin/cos of 1 and 2 cycles a day from the hour_sin/hour_cos forcing (0 = no factor; fitted after the
+        # lead scales by `training.calibrate`). Without those forcings the factor is 1.
+        self.register_buffer("gap_hour", torch.zeros(len(cfg.species), 2, 4))
+        self.hour_idx = ([self.forcing_names.index(n) for n in ("hour_sin", "hour_cos")]
+                         if {"hour_sin", "hour_cos"} <= set(self.forcing_names) else None)
 
     def _obs_features(self, obs: torch.Tensor, obs_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """-> folded features [B, C_in, Y, X] and the skip's base [B, 2 * n_sp, Y, X]: the targets' spread
@@ -171,6 +196,16 @@ class AQNet(nn.Module):
                 parts.append((cs[:, h:] - cs[:, h - w:h - w + n_l]) / float(w))
         return torch.cat(parts, dim=2)
 
+    def hour_basis(self, fut: torch.Tensor) -> torch.Tensor | None:
+        """[B, L, 4, Y, X]: sin a, cos a, sin 2a, cos 2a of the valid local hour (a = 2 pi hour / 24), from the
+        normalised hour_sin/hour_cos at each valid hour (the first channels of `future_features`); None
+        without those forcings."""
+        if self.hour_idx is None:
+            return None
+        nrm = self.forcing_norm
+        sn, cs = (fut[:, :, i] * nrm.std[i] + nrm.mean[i] for i in self.hour_idx)
+        return torch.stack([sn, cs, 2 * sn * cs, cs * cs - sn * sn], dim=2)
+
     def decode_parts(self, z: torch.Tensor, fut: torch.Tensor,
                      base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Shared per-lead decoder: state z [B, hidden, Y, X], features fut [B, L, F, Y, X], base
@@ -186,12 +221,20 @@ class AQNet(nn.Module):
         hid = F.gelu(self.dec(hid.reshape(-1, d, ny, nx)))
         for layer in self.dec_extra:
             hid = hid + F.gelu(layer(hid))
+        if len(self.lead_convs):  # [B*L, d, Y, X] -> per cell [B*Y*X, d, L] and back
+            seq = hid.reshape(-1, n_leads, d, ny, nx).permute(0, 3, 4, 2, 1).reshape(-1, d, n_leads)
+            for layer in self.lead_convs:
+                seq = layer(seq)
+            hid = seq.reshape(-1, ny, nx, d, n_leads).permute(0, 4, 3, 1, 2).reshape(-1, d, ny, nx)
         out = self.head(hid).reshape(-1, n_leads, n_sp, 3, ny, nx)
         alpha, gain = self.alpha.reshape(1, n_leads, n_sp, 1, 1), self.head_gain.reshape(1, n_leads, n_sp, 1, 1)
         p50 = gain * out[:, :, :, 1] + alpha * base[:, :n_sp].unsqueeze(1)
         own = base[:, n_sp:].reshape(-1, 1, n_sp, 1, ny, nx)  # station weight
         g = self.gap_scale.reshape(1, n_leads, n_sp, 2, 2, 1, 1)
         scale = g[:, :, :, :, 1] + own * (g[:, :, :, :, 0] - g[:, :, :, :, 1])  # [B, L, n_sp, 2, Y, X]
+        basis = self.hour_basis(fut)
+        if basis is not None:  # diurnal factor [B, L, n_sp, 2, Y, X]
+            scale = scale * torch.exp(torch.einsum("blfyx,ksf->blksyx", basis, self.gap_hour))
         return p50, F.softplus(out[:, :, :, 0]) * scale[:, :, :, 0], F.softplus(out[:, :, :, 2]) * scale[:, :, :, 1]
 
     def decode(self, z: torch.Tensor, fut: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
@@ -213,6 +256,7 @@ class AQNet(nn.Module):
         if g.dim() == 3:
             state_dict[prefix + "gap_scale"] = g.unsqueeze(-1).expand(*g.shape, 2).contiguous()
         state_dict.setdefault(prefix + "head_gain", torch.ones_like(self.head_gain))
+        state_dict.setdefault(prefix + "gap_hour", torch.zeros_like(self.gap_hour))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward_normalized(self, *inputs: torch.Tensor) -> torch.Tensor:

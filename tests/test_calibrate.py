@@ -181,3 +181,68 @@ def test_scorecard_says_when_its_coverage_is_in_sample():
     next_year = _calibration_note(meta, t("2016-03-01T00:00+08:00"), t("2017-02-25T00:00+08:00"))
     assert "in-sample" in inside_year[0] and "out of sample" in next_year[0]
     assert _calibration_note({**meta, "quantile_calibration": None}, t("2015-06-01T00:00Z"), t("2015-07-01T00:00Z")) == []
+
+
+def _diurnal_ratios(n=6000, leads=6, seed=0):
+    """Observations whose spread doubles from night to afternoon (as O3's does), at inits every 6 h."""
+    g = np.random.default_rng(seed)
+    init_h = g.choice([0, 6, 12, 18], n)
+    vh = (init_h[:, None] + np.arange(1, leads + 1)[None]) % 24  # [N, L]
+    a = 2 * np.pi * vh / 24
+    basis = np.stack([np.sin(a), np.cos(a), np.sin(2 * a), np.cos(2 * a)], -1)[:, :, None, :]  # [N, L, 1, 4]
+    spread = 2.0 * np.exp(0.35 * np.sin(a))[:, :, None, None]
+    t = g.normal(0, 1, size=(n, leads, 2, 1)) * spread
+    return {"r_lo": -t, "r_hi": t, "valid": np.ones_like(t, bool), "month": g.integers(0, 12, n),
+            "hour": init_h, "basis": basis}
+
+
+def test_diurnal_factor_evens_coverage_across_valid_hours():
+    """Lead-only scales cover the quiet hours too much and the busy ones too little; the diurnal factor,
+    fitted on one sample, brings every issue hour and lead near 80 % on a fresh one."""
+    from training.calibrate import deflated, fit_band, fit_scales, inside
+
+    r, fresh = _diurnal_ratios(), _diurnal_ratios(seed=1)
+    lead_only = fit_scales(r)
+    scales, coef = fit_band(r)
+    assert np.abs(coef).max() > 0.2
+    for h in (0, 6, 12, 18):
+        sel = fresh["hour"] == h
+        plain = coverage(fresh, lead_only, sel)
+        hit = inside(deflated(fresh, coef), scales)
+        both = coverage(fresh, scales, sel, hit=hit)
+        assert np.abs(both - 0.8).max() < 0.05
+        assert np.abs(plain - 0.8).max() > np.abs(both - 0.8).max()
+    assert not fit_band(r, hour=False)[1].any()
+    no_basis = {k: v for k, v in r.items() if k != "basis"}
+    np.testing.assert_allclose(fit_band(no_basis)[0], lead_only)
+
+
+def test_model_applies_the_diurnal_factor_of_the_valid_hour():
+    """gap_hour scales each lead's gaps by exp(basis . coef) of its valid local hour (from hour_sin/hour_cos);
+    the P50 does not move."""
+    cfg = ModelConfig(**SMALL)
+    torch.manual_seed(0)
+    forc = ["met_t2m", "hour_sin", "hour_cos"]
+    net = build_model(cfg, {"obs": OBS, "forcing": forc, "static": []}, STATS).eval()
+    b = _batches(cfg, n_batches=1)[0]
+    hrs = (np.arange(cfg.history + cfg.leads) + 5) % 24
+    f = torch.randn(8, cfg.history + cfg.leads, 3, 6, 7)
+    f[:, :, 1] = torch.as_tensor(np.sin(2 * np.pi * hrs / 24), dtype=torch.float32)[None, :, None, None]
+    f[:, :, 2] = torch.as_tensor(np.cos(2 * np.pi * hrs / 24), dtype=torch.float32)[None, :, None, None]
+    x = (b["obs"], b["obs_mask"], f, torch.ones_like(f), b["static"])
+    with torch.no_grad():
+        p50, lo, hi = net.decode_parts(*_state_and_features(net, x))
+        net.gap_hour[1, 1] = torch.tensor([0.3, 0.0, 0.0, 0.1])  # O3, upper side
+        p50_b, lo_b, hi_b = net.decode_parts(*_state_and_features(net, x))
+    a = 2 * np.pi * hrs[cfg.history:] / 24
+    want = torch.as_tensor(np.exp(0.3 * np.sin(a) + 0.1 * np.cos(2 * a)), dtype=torch.float32)
+    torch.testing.assert_close(p50_b, p50)
+    torch.testing.assert_close(lo_b, lo)
+    torch.testing.assert_close(hi_b[:, :, 0], hi[:, :, 0])
+    torch.testing.assert_close(hi_b[:, :, 1] / hi[:, :, 1], want[None, :, None, None].expand_as(hi[:, :, 1]),
+                               atol=1e-4, rtol=1e-4)
+
+
+def _state_and_features(net, x):
+    z, base = net.state(*x)
+    return z, net.future_features(x[2], x[3]), base

@@ -88,6 +88,27 @@ def test_parity_random_and_dynamic_batch(artifact: Path, torch_model):
         assert (got >= 0).all() and (np.diff(got, axis=3) >= -1e-4).all()  # non-negative, monotone quantiles
 
 
+def test_parity_with_lead_convs_and_diurnal_band(tmp_path: Path, tiny_store):
+    """The lead-axis convolutions and the diurnal factor of the band (`gap_hour`, read from the hour_sin /
+    hour_cos forcings inside the graph) export and match PyTorch."""
+    import torch
+
+    from training.bench import model_for_store
+    from training.export import parity, random_inputs, to_onnx
+
+    model, meta = model_for_store(tiny_store, TINY_CFG | {"lead_dilations": [1, 4]})
+    assert model.hour_idx is not None
+    with torch.no_grad():
+        for lc in model.lead_convs:
+            torch.nn.init.normal_(lc.conv.weight, std=0.1)
+        model.gap_hour.copy_(torch.tensor([[[0.2, -0.1, 0.05, 0.0]] * 2, [[0.4, 0.1, 0.0, -0.1]] * 2]))
+    stats = json.loads(meta["norm_stats"]) if isinstance(meta["norm_stats"], str) else meta["norm_stats"]
+    x = random_inputs(meta["channels"], 24, 72, 12, 10, 2, 0, stats)
+    to_onnx(model, x, tmp_path / "m.onnx")
+    rep = parity(model, tmp_path / "m.onnx", [x, random_inputs(meta["channels"], 24, 72, 12, 10, 1, 1, stats)])
+    assert rep.max_abs_diff_random < 1e-2
+
+
 def test_parity_fails_loudly(artifact: Path, torch_model):
     import copy
 

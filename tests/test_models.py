@@ -1,4 +1,5 @@
 """Deep model: output contract, normalisation buffers, locality, no leakage of future pollutant values."""
+import copy
 import io
 
 import numpy as np
@@ -225,6 +226,35 @@ def test_station_forward_matches_full_grid_with_decoder_options():
         ref = gather_stations(model(*x), row, col)
         fast = station_forward(model, *x, row, col)
     torch.testing.assert_close(fast, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_lead_convs_are_causal_and_per_cell():
+    """lead_dilations: a change in the forcing at lead index k cannot move leads before k, moves later ones
+    through the lead convolutions, and the station-only decoder still matches the full grid."""
+    from models.losses import gather_stations
+    from training.module import station_forward
+
+    with pytest.raises(ValueError, match="lead_dilations"):
+        ModelConfig(**{**SMALL, "lead_dilations": [5]})  # 5 leads: dilation 5 reaches nothing
+    model, cfg = _model(lead_dilations=[1, 2], decoder_layers=2)
+    torch.nn.init.normal_(model.head.weight, std=0.1)
+    plain = copy.deepcopy(model)  # lead convs zero-initialised: the identity
+    for lc in model.lead_convs:
+        torch.nn.init.normal_(lc.conv.weight, std=0.2)
+    x = list(_inputs(cfg))
+    with torch.no_grad():
+        y, y_plain = model(*x), plain(*x)
+        f2 = x[2].clone()
+        f2[:, cfg.history + 2] += 3.0  # lead index 2 only
+        y2, y2_plain = model(*x[:2], f2, *x[3:]), plain(*x[:2], f2, *x[3:])
+    assert torch.equal(y2[:, :2], y[:, :2])
+    assert torch.equal(y2_plain[:, :2], y_plain[:, :2])
+    # later leads respond through the lead convolutions, not only through the running mean since init
+    assert not torch.allclose(y2[:, 3:] - y[:, 3:], y2_plain[:, 3:] - y_plain[:, 3:], atol=1e-3)
+    row, col = torch.tensor([[0, 4, 9], [3, 3, 7]]), torch.tensor([[1, 10, 5], [0, 6, 2]])
+    with torch.no_grad():
+        torch.testing.assert_close(station_forward(model, *x, row, col), gather_stations(y, row, col),
+                                   atol=1e-4, rtol=1e-4)
 
 
 def test_exact_persistence_skip_uses_the_cells_own_observation():

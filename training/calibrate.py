@@ -17,6 +17,7 @@ score on odd, and back) estimates the coverage on data the calibration has not s
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -28,12 +29,16 @@ MIN_SAMPLES = 50
 
 
 def collect_ratios(net: Any, loader: Any) -> dict[str, np.ndarray]:
-    """Run `net` (its gap scales reset to 1) over `loader`: r_lo = (P50 - obs) / lower gap and r_hi =
-    (obs - P50) / upper gap in normalised space, each [N, L, 2, S]; `valid` (observed at a station that is
-    not withheld), `w` (`net.station_weight` at the station: 1 = its cell observed the species at init),
-    and the init `month` and UTC `hour` [N]."""
+    """Run `net` (its gap scales reset to 1, no diurnal factor) over `loader`: r_lo = (P50 - obs) / lower gap
+    and r_hi = (obs - P50) / upper gap in normalised space, each [N, L, 2, S]; `valid` (observed at a
+    station that is not withheld), `w` (`net.station_weight` at the station: 1 = its cell observed the
+    species at init), the init `month` and UTC `hour` [N], and, when the model has the hour forcings,
+    `basis` [N, L, S, 4] (`net.hour_basis` of each valid hour)."""
     net.gap_scale.fill_(1.0)
-    keys = ("r_lo", "r_hi", "valid", "w", "month", "hour")
+    has_hour = hasattr(net, "gap_hour")  # a net without the diurnal factor is calibrated by lead only
+    if has_hour:
+        net.gap_hour.zero_()
+    keys = ("r_lo", "r_hi", "valid", "w", "month", "hour", "basis")
     out: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     with torch.no_grad():
         for batch in loader:
@@ -47,10 +52,15 @@ def collect_ratios(net: Any, loader: Any) -> dict[str, np.ndarray]:
             out["r_hi"].append(((tz - p50) / g_hi.clamp(min=1e-6)).numpy())
             out["valid"].append(ok.numpy())
             out["w"].append(at_stations(net.station_weight(batch["obs_mask"]), row, col).numpy()[:, None])
+            fut = net.future_features(at_stations(batch["forcing"], row, col).unsqueeze(-1),
+                                      at_stations(batch["forcing_mask"], row, col).unsqueeze(-1))
+            basis = net.hour_basis(fut) if has_hour else None
+            if basis is not None:
+                out["basis"].append(basis[..., 0].permute(0, 1, 3, 2).numpy())
             init = batch["init_time"].numpy().astype("datetime64[ns]")
             out["month"].append(init.astype("datetime64[M]").astype(np.int64) % 12)
             out["hour"].append(init.astype("datetime64[h]").astype(np.int64) % 24)
-    r = {k: np.concatenate(v) for k, v in out.items()}
+    r = {k: np.concatenate(v) for k, v in out.items() if v}
     r["w"] = np.broadcast_to(r["w"], r["valid"].shape)
     return r
 
@@ -133,23 +143,84 @@ def coverage(r: dict[str, np.ndarray], scales: np.ndarray, sel: np.ndarray | Non
     return np.where(n > 0, (hit & keep).sum((0, 3)) / np.maximum(n, 1), np.nan)
 
 
-def calibrate(net: Any, loader: Any, quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)) -> dict[str, Any]:
-    """Fit `net.gap_scale` on `loader` (in place) and report coverage before, after (in-sample) and cross-fit
-    by calendar month, for each cell class."""
+def hour_factor(r: dict[str, np.ndarray], coef: np.ndarray) -> np.ndarray:
+    """[N, L, 2, side, S]: the diurnal factor exp(basis . coef[species, side]) of every sample (1 without
+    `basis`)."""
+    if "basis" not in r:
+        return np.ones(r["r_lo"].shape[:3] + (2,) + r["r_lo"].shape[3:])
+    return np.exp(np.einsum("nlsf,kdf->nlkds", r["basis"], coef))
+
+
+def deflated(r: dict[str, np.ndarray], coef: np.ndarray) -> dict[str, np.ndarray]:
+    """The ratios divided by the diurnal factor: a sample lies inside its band iff its deflated ratios lie
+    inside the lead scales."""
+    d = hour_factor(r, coef)
+    return {**r, "r_lo": r["r_lo"] / d[:, :, :, 0], "r_hi": r["r_hi"] / d[:, :, :, 1]}
+
+
+def fit_hour_coef(r: dict[str, np.ndarray], scales: np.ndarray, sel: np.ndarray | None = None,
+                  quantiles: tuple[float, ...] = (0.1, 0.5, 0.9), max_log: float = math.log(2.0)) -> np.ndarray:
+    """Diurnal coefficients [2 species, side, 4]: per species and side, the log of the gap quantile each
+    valid hour still needs after the lead `scales` (24 hourly bins), least-squares on the 4-term Fourier
+    basis with its mean removed (the lead scales keep the level). Zeros without `basis`; the factor is
+    limited to [1/2, 2]."""
+    coef = np.zeros((2, 2, 4))
+    if "basis" not in r:
+        return coef
+    keep = r["valid"] if sel is None else r["valid"] & sel[:, None, None, None]
+    b = r["basis"]
+    hour = np.round(np.arctan2(b[..., 0], b[..., 1]) * 24 / (2 * np.pi)).astype(int) % 24  # [N, L, S]
+    s = blended(r, scales)
+    grid = np.stack([np.sin(a := 2 * np.pi * np.arange(24) / 24), np.cos(a), np.sin(2 * a), np.cos(2 * a)], -1)
+    for k in range(2):
+        for side, (key, q) in enumerate((("r_lo", 1 - quantiles[0]), ("r_hi", quantiles[-1]))):
+            x, m = r[key][:, :, k] / s[:, :, k, side], keep[:, :, k]
+            qh = np.array([np.quantile(x[m & (hour == h)], q) if (m & (hour == h)).sum() >= MIN_SAMPLES
+                           else np.nan for h in range(24)])
+            ok = np.isfinite(qh) & (qh > 0)
+            if ok.sum() < 8:
+                continue
+            lq = np.log(qh[ok])
+            coef[k, side] = np.linalg.lstsq(grid[ok], lq - lq.mean(), rcond=None)[0]
+    # keep |log factor| <= max_log at every hour
+    peak = np.abs(np.einsum("hf,ksf->hks", grid, coef)).max(0)
+    return coef * np.minimum(1.0, max_log / np.maximum(peak, 1e-9))[..., None]
+
+
+def fit_band(r: dict[str, np.ndarray], sel: np.ndarray | None = None, quantiles: tuple[float, ...] =
+             (0.1, 0.5, 0.9), hour: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(lead scales, diurnal coefficients): lead scales, then the diurnal factor on what they leave, then the
+    lead scales again on the deflated ratios (so the band's level stays right at every lead)."""
+    scales = fit_scales(r, sel, quantiles)
+    coef = fit_hour_coef(r, scales, sel, quantiles) if hour else np.zeros((2, 2, 4))
+    if not coef.any():
+        return scales, coef
+    return fit_scales(deflated(r, coef), sel, quantiles), coef
+
+
+def calibrate(net: Any, loader: Any, quantiles: tuple[float, ...] = (0.1, 0.5, 0.9),
+              hour: bool = True) -> dict[str, Any]:
+    """Fit `net.gap_scale` (and, with `hour`, the diurnal factor `net.gap_hour`) on `loader` (in place) and
+    report coverage before, after (in-sample) and cross-fit by calendar month, for each cell class and, cross-
+    fit, at each UTC issue hour."""
     r = collect_ratios(net, loader)
-    scales = fit_scales(r, quantiles=quantiles)
+    scales, coef = fit_band(r, quantiles=quantiles, hour=hour)
+    rd = deflated(r, coef)
     even = r["month"] % 2 == 0
     hit_cv = None
     if even.any() and (~even).any():
-        hit_cv = np.where(even[:, None, None, None], inside(r, fit_scales(r, ~even, quantiles)),
-                          inside(r, fit_scales(r, even, quantiles)))
+        halves = [fit_band(r, sel, quantiles, hour) for sel in (~even, even)]  # fitted on odd / even months
+        hit_cv = np.where(even[:, None, None, None], inside(deflated(r, halves[0][1]), halves[0][0]),
+                          inside(deflated(r, halves[1][1]), halves[1][0]))
     ones = np.ones_like(scales)
     cov: dict[str, dict[str, np.ndarray]] = {}
     for cname, cls in (("", None), ("_observed", 0), ("_unobserved", 1)):
-        cov[cname] = {"uncalibrated": coverage(r, ones, cls=cls), "calibrated": coverage(r, scales, cls=cls),
+        cov[cname] = {"uncalibrated": coverage(r, ones, cls=cls), "calibrated": coverage(rd, scales, cls=cls),
                       "crossfit": (coverage(r, scales, cls=cls, hit=hit_cv) if hit_cv is not None
                                    else np.full(scales.shape[:2], np.nan))}
     net.gap_scale.copy_(torch.as_tensor(scales, dtype=net.gap_scale.dtype))
+    if hasattr(net, "gap_hour"):
+        net.gap_hour.copy_(torch.as_tensor(coef, dtype=net.gap_hour.dtype))
     metrics: dict[str, float] = {}
     for cname, arrs in cov.items():
         for k, sp in enumerate(("pm25", "o3")):
@@ -158,15 +229,26 @@ def calibrate(net: Any, loader: Any, quantiles: tuple[float, ...] = (0.1, 0.5, 0
                 if np.isfinite(col).any():
                     metrics[f"calib_{name}_coverage{cname}_{sp}_min"] = float(np.nanmin(col))
                     metrics[f"calib_{name}_coverage{cname}_{sp}_max"] = float(np.nanmax(col))
+    by_hour = {}
+    if hit_cv is not None:  # cross-fit coverage range over the leads at each issue hour
+        for h in sorted({int(x) for x in r["hour"]}):
+            c = coverage(r, scales, r["hour"] == h, hit=hit_cv)
+            by_hour[f"{h:02d}"] = [[round(float(np.nanmin(c[:, k])), 4), round(float(np.nanmax(c[:, k])), 4)]
+                                   for k in range(2)]
+        for k, sp in enumerate(("pm25", "o3")):
+            lows, highs = [v[k][0] for v in by_hour.values()], [v[k][1] for v in by_hour.values()]
+            metrics[f"calib_crossfit_coverage_by_issue_hour_{sp}_min"] = float(min(lows))
+            metrics[f"calib_crossfit_coverage_by_issue_hour_{sp}_max"] = float(max(highs))
     own, valid = _observed(r), r["valid"]
     report = {"method": "split-conformal gap scaling on validation inits at input stations (some dropped from "
                         "the inputs), per lead, species and class (observed at init / far from any observation; "
-                        "blended by the station weight)",
+                        "blended by the station weight), times a diurnal factor of the valid hour",
               "n_inits": int(valid.shape[0]),
               "n_per_lead": {"observed": int((valid & own)[:, 0].sum()), "unobserved": int((valid & ~own)[:, 0].sum())},
-              "init_hours_utc": sorted({int(h) for h in r.get("hour", [])}), "gap_scale": scales.round(4).tolist()}
+              "init_hours_utc": sorted({int(h) for h in r.get("hour", [])}), "gap_scale": scales.round(4).tolist(),
+              "gap_hour": coef.round(4).tolist(), "crossfit_coverage_by_issue_hour": by_hour}
     long = {"uncalibrated": "uncalibrated", "calibrated": "calibrated_in_sample", "crossfit": "crossfit_by_month"}
     for cname, arrs in cov.items():
         for name, arr in arrs.items():
             report[f"coverage_{long[name]}{cname}"] = np.round(arr, 4).tolist()
-    return {"scales": scales, "metrics": metrics, "report": report}
+    return {"scales": scales, "hour_coef": coef, "metrics": metrics, "report": report}

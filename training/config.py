@@ -155,6 +155,8 @@ class OptimConfig(_Strict):
                                     "(e.g. 0.998; None = off), used for validation and the registered model")
     calibrate_quantiles: bool = Field(True, description="after training, scale the P10/P90 gaps per lead and "
                                       "species to 80 % coverage on the validation inits (training.calibrate)")
+    calibrate_hour: bool = Field(True, description="with calibrate_quantiles: also fit a diurnal factor of the "
+                                 "valid local hour on the gaps (needs the hour_sin/hour_cos forcings)")
 
 
 class TrackingConfig(_Strict):

@@ -1,13 +1,13 @@
-"""P10-P90 coverage by the UTC hour a forecast is issued at, for the calibration as shipped and with a diurnal
-factor on the gaps (a candidate, not in the model).
+"""P10-P90 coverage by the UTC hour a forecast is issued at: lead-only gap scales against lead scales times the
+diurnal factor of the valid hour (`training.calibrate.fit_band`, shipped since bj-x), in-sample and cross-fitted
+by calendar month.
 
     AQCAST_HOME=/tmp/bj python docs/scorecard/calib_by_issue_hour.py RUN_DIR/best.ckpt STORE [configs/beijing.yaml]
 
 Collects the calibration ratios of the checkpoint on validation inits at every hour (as `aqcast train` does
 every `data.calib_every_h`, with input stations dropped from the inputs), then prints, per issue hour, the
-lowest and highest coverage over the 72 leads for: lead-only scales fitted on inits every 6/3/2/1 h (the
-shipped form: `gap_scale[lead, species, side, class]`), and lead scales times a log-Fourier factor of the
-local valid hour fitted on all hours (in-sample, and both forms cross-fitted by calendar month). Takes ~4 min on 2 cores.
+lowest and highest coverage over the 72 leads for each form, fitted on inits every 6 h (as shipped) and every
+hour. Takes ~4 min on 2 cores.
 """
 from __future__ import annotations
 
@@ -16,40 +16,23 @@ import sys
 
 import numpy as np
 
-from training.calibrate import blended, collect_ratios, coverage, fit_scales
+from training.calibrate import collect_ratios, coverage, deflated, fit_band, inside
+
+ISSUE = (16, 0, 6, 12, 18)
 
 
-def fourier(h: np.ndarray) -> np.ndarray:
-    a = 2 * np.pi * np.asarray(h) / 24
-    return np.stack([np.sin(a), np.cos(a), np.sin(2 * a), np.cos(2 * a)], -1)
+def cov_range(r: dict, scales: np.ndarray, coef: np.ndarray, test: np.ndarray) -> str:
+    return _range(coverage(r, scales, test, hit=inside(deflated(r, coef), scales)))
 
 
-def fit_diurnal(r: dict, s: np.ndarray, vh: np.ndarray, q: float = 0.9) -> np.ndarray:
-    """Per species and side, 4 Fourier coefficients of log(quantile of ratio / scale) by local valid hour."""
-    coef, sc = np.zeros((2, 2, 4)), blended(r, s)
-    for k in range(2):
-        for side, key in enumerate(("r_lo", "r_hi")):
-            x = r[key][:, :, k] / sc[:, :, k, side]
-            qh = np.log([np.quantile(x[r["valid"][:, :, k] & (vh[:, :, None] == h)], q) for h in range(24)])
-            coef[k, side] = np.linalg.lstsq(fourier(np.arange(24)), qh - qh.mean(), rcond=None)[0]
-    return coef
-
-
-def with_factor(r: dict, vh: np.ndarray, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Lead scales refitted after the diurnal factor, both on samples `sel` -> (scales, factor [N, L, 2, 2])."""
-    sub = {k: (v[sel] if v.shape[:1] == sel.shape else v) for k, v in r.items()}
-    coef = fit_diurnal(sub, fit_scales(sub), vh[sel])
-    d = np.exp(np.einsum("nlf,ksf->nlks", fourier(vh), coef))
-    sub["r_lo"], sub["r_hi"] = sub["r_lo"] / d[sel][..., 0, None], sub["r_hi"] / d[sel][..., 1, None]
-    return fit_scales(sub), d
-
-
-def cov_range(r: dict, s: np.ndarray, sel: np.ndarray, d: np.ndarray | None = None) -> str:
-    sc = blended(r, s)
-    if d is not None:
-        sc = sc * d[..., None]
-    c = coverage(r, s, sel, hit=(r["r_lo"] <= sc[:, :, :, 0]) & (r["r_hi"] <= sc[:, :, :, 1]))
-    return f"pm25 {np.nanmin(c[:, 0]):.2f}-{np.nanmax(c[:, 0]):.2f}  o3 {np.nanmin(c[:, 1]):.2f}-{np.nanmax(c[:, 1]):.2f}"
+def crossfit_hit(r: dict, fit_sel: np.ndarray, hour: bool) -> np.ndarray:
+    """Inside-the-band [N, L, 2, S], each half of the months scored with the band fitted on the other half."""
+    even = r["month"] % 2 == 0
+    hits = []
+    for train in (~even, even):
+        s, c = fit_band(r, fit_sel & train, hour=hour)
+        hits.append(inside(deflated(r, c), s))
+    return np.where(even[:, None, None, None], hits[0], hits[1])
 
 
 def main(ckpt: str, store: str, config: str = "configs/beijing.yaml") -> None:
@@ -70,24 +53,19 @@ def main(ckpt: str, store: str, config: str = "configs/beijing.yaml") -> None:
     module.eval()
     r = collect_ratios(module.net, dm.calib_dataloader())
     hour = r["hour"]
-    vh = (hour[:, None] + np.arange(1, r["valid"].shape[1] + 1)[None] + 8) % 24  # local (+08:00) valid hour
-    issue = (16, 0, 6, 12, 18)
-    for every in (6, 3, 2, 1):
-        s = fit_scales(r, hour % every == 0)
-        print(f"lead-only scales, inits every {every} h: " + "; ".join(
-            f"{h:02d} UTC {cov_range(r, s, hour == h)}" for h in issue))
-    everything = np.ones(hour.shape, bool)
-    s, d = with_factor(r, vh, everything)
-    print("lead scales x diurnal factor, all hours: " + "; ".join(
-        f"{h:02d} UTC {cov_range(r, s, hour == h, d)}" for h in issue))
-    even = r["month"] % 2 == 0
-    for name, test in (("odd", ~even), ("even", even)):
-        s, d = with_factor(r, vh, ~test)
-        lead_only = fit_scales(r, ~test)
-        print(f"  cross-fit, scored on {name} months, lead x diurnal: " + "; ".join(
-            f"{h:02d} UTC {cov_range(r, s, test & (hour == h), d)}" for h in issue))
-        print(f"  cross-fit, scored on {name} months, lead only:      " + "; ".join(
-            f"{h:02d} UTC {cov_range(r, lead_only, test & (hour == h))}" for h in issue))
+    for every in (6, 1):
+        sel = hour % every == 0
+        for name, use_hour in (("lead only", False), ("lead x diurnal", True)):
+            s, c = fit_band(r, sel, hour=use_hour)
+            print(f"{name:15s} fitted every {every} h, in-sample: " + "; ".join(
+                f"{h:02d} UTC {cov_range(r, s, c, hour == h)}" for h in ISSUE))
+            hit = crossfit_hit(r, sel, use_hour)
+            print(f"{name:15s} fitted every {every} h, cross-fit: " + "; ".join(
+                f"{h:02d} UTC {_range(coverage(r, s, hour == h, hit=hit))}" for h in ISSUE))
+
+
+def _range(c: np.ndarray) -> str:
+    return f"pm25 {np.nanmin(c[:, 0]):.2f}-{np.nanmax(c[:, 0]):.2f}  o3 {np.nanmin(c[:, 1]):.2f}-{np.nanmax(c[:, 1]):.2f}"
 
 
 if __name__ == "__main__":
