@@ -1,0 +1,54 @@
+"""Score a backtest-contract output (forecasts.csv) against the observations of a data directory, by the
+contract's own columns only: MAE of p50 at chosen leads and the P10-P90 coverage range over the 72 leads, per
+species, for the points that are stations of the directory (the points named with --held-out, e.g. stations
+whose files were left out of the backtest's DIR, are reported apart). A check from outside the model: it reads
+nothing but the CSV the contract writes and the raw station files.
+
+    python docs/scorecard/score_contract.py /tmp/forecasts.csv ../shared/data/beijing [--held-out A,B]
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+
+from features.readers.stations import read_stations
+
+
+def score(forecasts: str, data_dir: str, held_out: list[str], leads: tuple[int, ...] = (24, 48, 72)) -> pd.DataFrame:
+    fc = pd.read_csv(forecasts)
+    init = pd.to_datetime(fc["init_time"], utc=True).dt.tz_localize(None)
+    fc["valid"] = init + pd.to_timedelta(fc["lead_hours"], unit="h")
+    ds = read_stations(data_dir)
+    obs = (ds[["pm25", "o3"]].to_dataframe().reset_index()
+           .melt(id_vars=["station", "time"], value_vars=["pm25", "o3"], var_name="species", value_name="obs"))
+    m = fc.merge(obs, left_on=["point_id", "valid", "species"], right_on=["station", "time", "species"])
+    m = m[np.isfinite(m["obs"])]
+    m["group"] = np.where(m["point_id"].isin(held_out), "held-out points", "stations in DIR")
+    m["err"] = (m["p50"] - m["obs"]).abs()
+    m["inside"] = (m["obs"] >= m["p10"]) & (m["obs"] <= m["p90"])
+    rows = []
+    for (group, sp), g in m.groupby(["group", "species"]):
+        by_lead = g.groupby("lead_hours")
+        mae, cov = by_lead["err"].mean(), by_lead["inside"].mean()
+        rows.append({"group": group, "species": sp, "n per lead": int(by_lead.size().median()),
+                     **{f"MAE {h} h": round(float(mae.get(h, np.nan)), 1) for h in leads},
+                     "P10-P90 coverage": f"{cov.min():.2f}-{cov.max():.2f}"})
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("forecasts")
+    ap.add_argument("data_dir")
+    ap.add_argument("--held-out", default="", help="comma-separated point ids never used as model inputs")
+    a = ap.parse_args()
+    t = score(a.forecasts, a.data_dir, [s for s in a.held_out.split(",") if s])
+    print("| " + " | ".join(t.columns) + " |\n|" + "---|" * len(t.columns))
+    for row in t.itertuples(index=False):
+        print("| " + " | ".join(str(v) for v in row) + " |")
+
+
+if __name__ == "__main__":
+    main()

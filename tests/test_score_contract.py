@@ -1,0 +1,45 @@
+"""docs/scorecard/score_contract.py: scores a backtest-contract CSV against the raw station files."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from conftest import write_uci_dir
+
+SCRIPT = Path(__file__).resolve().parents[1] / "docs" / "scorecard" / "score_contract.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("score_contract", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_scores_p50_error_and_band_by_the_contracts_columns(tmp_path):
+    d = write_uci_dir(tmp_path / "data", n_days=4)
+    raw = pd.concat(pd.read_csv(f) for f in sorted(d.glob("PRSA_*.csv")))
+    raw["local"] = pd.to_datetime(raw[["year", "month", "day", "hour"]])
+    rows = []
+    for station, g in raw.groupby("station"):
+        g = g.set_index("local")
+        for init in ("2021-01-02T00:00", "2021-01-03T00:00"):
+            for lead in (1, 2):
+                for sp, col in (("pm25", "PM2.5"), ("o3", "O3")):
+                    obs = g.loc[pd.Timestamp(init) + pd.Timedelta(hours=lead), col]
+                    if not np.isfinite(obs):
+                        continue
+                    inside = lead == 1  # lead 1: band around obs; lead 2: band entirely above it
+                    p50 = obs + 2.0 if sp == "pm25" else obs - 3.0
+                    lo, hi = (obs - 1, obs + 5) if inside else (obs + 1, obs + 6)
+                    rows.append({"init_time": init + "+08:00", "lead_hours": lead, "point_id": station,
+                                 "species": sp, "p10": lo, "p50": p50, "p90": hi})
+    fc = tmp_path / "forecasts.csv"
+    pd.DataFrame(rows).to_csv(fc, index=False)
+    held = sorted(raw["station"].unique())[:1]
+    t = _load().score(str(fc), str(d), held, leads=(1, 2))
+    assert set(t["group"]) == {"held-out points", "stations in DIR"}
+    for _, r in t.iterrows():
+        want = 2.0 if r["species"] == "pm25" else 3.0
+        assert r["MAE 1 h"] == want and r["MAE 2 h"] == want
+        assert r["P10-P90 coverage"] == "0.00-1.00"  # lead 2 always outside, lead 1 always inside
