@@ -198,12 +198,12 @@ class AQNet(nn.Module):
 
     def hour_basis(self, fut: torch.Tensor) -> torch.Tensor | None:
         """[B, L, 4, Y, X]: sin a, cos a, sin 2a, cos 2a of the valid local hour (a = 2 pi hour / 24), from the
-        normalised hour_sin/hour_cos at each valid hour (the first channels of `future_features`); None
-        without those forcings."""
+        normalised hour_sin/hour_cos at each valid hour (the first channels of `future_features`), clamped to
+        [-1, 1] so that a garbage hour input cannot blow the band up; None without those forcings."""
         if self.hour_idx is None:
             return None
         nrm = self.forcing_norm
-        sn, cs = (fut[:, :, i] * nrm.std[i] + nrm.mean[i] for i in self.hour_idx)
+        sn, cs = ((fut[:, :, i] * nrm.std[i] + nrm.mean[i]).clamp(-1.0, 1.0) for i in self.hour_idx)
         return torch.stack([sn, cs, 2 * sn * cs, cs * cs - sn * sn], dim=2)
 
     def decode_parts(self, z: torch.Tensor, fut: torch.Tensor,

@@ -241,6 +241,13 @@ def test_model_applies_the_diurnal_factor_of_the_valid_hour():
     torch.testing.assert_close(hi_b[:, :, 0], hi[:, :, 0])
     torch.testing.assert_close(hi_b[:, :, 1] / hi[:, :, 1], want[None, :, None, None].expand_as(hi[:, :, 1]),
                                atol=1e-4, rtol=1e-4)
+    f[:, :, 1:] = 50.0  # off the unit circle: the basis is clamped, the factor stays within exp(sum |coef|)
+    x = (b["obs"], b["obs_mask"], f, torch.ones_like(f), b["static"])
+    with torch.no_grad():
+        _, _, hi_c = net.decode_parts(*_state_and_features(net, x))
+        net.gap_hour.zero_()
+        _, _, hi_0 = net.decode_parts(*_state_and_features(net, x))
+    assert float((hi_c[:, :, 1] / hi_0[:, :, 1]).max()) <= np.exp(0.4) + 1e-4
 
 
 def _state_and_features(net, x):
