@@ -43,3 +43,19 @@ def test_scores_p50_error_and_band_by_the_contracts_columns(tmp_path):
         want = 2.0 if r["species"] == "pm25" else 3.0
         assert r["MAE 1 h"] == want and r["MAE 2 h"] == want
         assert r["P10-P90 coverage"] == "0.00-1.00"  # lead 2 always outside, lead 1 always inside
+
+
+def test_member_mean_is_log1p_space_and_refuses_other_rows(tmp_path):
+    import pytest
+
+    mod = _load()
+    base = {"init_time": ["2021-01-02T00:00+08:00"] * 2, "lead_hours": [1, 2], "point_id": ["A", "A"],
+            "species": ["pm25", "pm25"]}
+    pd.DataFrame({**base, "p10": [0.0, 1.0], "p50": [3.0, 3.0], "p90": [8.0, 8.0]}).to_csv(tmp_path / "a.csv", index=False)
+    pd.DataFrame({**base, "p10": [0.0, 1.0], "p50": [15.0, 15.0], "p90": [8.0, 8.0]}).to_csv(tmp_path / "b.csv", index=False)
+    m = mod.member_mean([str(tmp_path / "a.csv"), str(tmp_path / "b.csv")])
+    np.testing.assert_allclose(m["p50"], [7.0, 7.0])  # expm1(mean(log 4, log 16)) = 7
+    np.testing.assert_allclose(m["p90"], [8.0, 8.0])
+    pd.DataFrame({**base, "lead_hours": [1, 3], "p10": 0.0, "p50": 1.0, "p90": 2.0}).to_csv(tmp_path / "c.csv", index=False)
+    with pytest.raises(ValueError, match="same"):
+        mod.member_mean([str(tmp_path / "a.csv"), str(tmp_path / "c.csv")])

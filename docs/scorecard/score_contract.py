@@ -2,9 +2,10 @@
 contract's own columns only: MAE of p50 at chosen leads and the P10-P90 coverage range over the 72 leads, per
 species, for the points that are stations of the directory (the points named with --held-out, e.g. stations
 whose files were left out of the backtest's DIR, are reported apart). A check from outside the model: it reads
-nothing but the CSV the contract writes and the raw station files.
+nothing but the CSV the contract writes and the raw station files. Given several forecast CSVs (the same
+rows from different models), it scores their member mean, quantile by quantile in log1p space.
 
-    python docs/scorecard/score_contract.py /tmp/forecasts.csv ../shared/data/beijing [--held-out A,B]
+    python docs/scorecard/score_contract.py /tmp/forecasts.csv [more.csv ...] ../shared/data/beijing [--held-out A,B]
 """
 from __future__ import annotations
 
@@ -15,9 +16,22 @@ import pandas as pd
 
 from features.readers.stations import read_stations
 
+KEY = ["init_time", "lead_hours", "point_id", "species"]
 
-def score(forecasts: str, data_dir: str, held_out: list[str], leads: tuple[int, ...] = (24, 48, 72)) -> pd.DataFrame:
-    fc = pd.read_csv(forecasts)
+
+def member_mean(paths: list[str]) -> pd.DataFrame:
+    """The contract rows of one CSV, or the log1p-space mean of each quantile over several (same rows)."""
+    frames = [pd.read_csv(p).set_index(KEY).sort_index() for p in paths]
+    if any(not f.index.equals(frames[0].index) for f in frames[1:]):
+        raise ValueError("the forecast CSVs do not hold the same (init_time, lead_hours, point_id, species) rows")
+    q = ["p10", "p50", "p90"]
+    mean = np.expm1(sum(np.log1p(f[q].clip(lower=0)) for f in frames) / len(frames))
+    return mean.reset_index()
+
+
+def score(forecasts: str | list[str], data_dir: str, held_out: list[str],
+          leads: tuple[int, ...] = (24, 48, 72)) -> pd.DataFrame:
+    fc = member_mean([forecasts] if isinstance(forecasts, str) else list(forecasts))
     init = pd.to_datetime(fc["init_time"], utc=True).dt.tz_localize(None)
     fc["valid"] = init + pd.to_timedelta(fc["lead_hours"], unit="h")
     ds = read_stations(data_dir)
@@ -40,11 +54,13 @@ def score(forecasts: str, data_dir: str, held_out: list[str], leads: tuple[int, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("forecasts")
-    ap.add_argument("data_dir")
+    ap.add_argument("forecasts", nargs="+", help="contract CSV(s), then the data directory")
     ap.add_argument("--held-out", default="", help="comma-separated point ids never used as model inputs")
     a = ap.parse_args()
-    t = score(a.forecasts, a.data_dir, [s for s in a.held_out.split(",") if s])
+    *files, data_dir = a.forecasts
+    if not files:
+        ap.error("give at least one forecast CSV and the data directory")
+    t = score(files, data_dir, [s for s in a.held_out.split(",") if s])
     print("| " + " | ".join(t.columns) + " |\n|" + "---|" * len(t.columns))
     for row in t.itertuples(index=False):
         print("| " + " | ".join(str(v) for v in row) + " |")
