@@ -198,6 +198,21 @@ def fit_band(r: dict[str, np.ndarray], sel: np.ndarray | None = None, quantiles:
     return fit_scales(deflated(r, coef), sel, quantiles), coef
 
 
+def crossfit_inside(r: dict[str, np.ndarray], sel: np.ndarray | None = None, quantiles: tuple[float, ...] =
+                    (0.1, 0.5, 0.9), hour: bool = True) -> np.ndarray | None:
+    """Inside-the-band [N, L, 2, S] with each calendar-month parity scored by the band fitted (on the samples
+    `sel`) on the other parity; None when one parity has no samples."""
+    even = r["month"] % 2 == 0
+    if not (even.any() and (~even).any()):
+        return None
+    base = np.ones(even.shape, bool) if sel is None else sel
+    hits = []
+    for train in (~even, even):
+        scales, coef = fit_band(r, base & train, quantiles, hour)
+        hits.append(inside(deflated(r, coef), scales))
+    return np.where(even[:, None, None, None], hits[0], hits[1])
+
+
 def calibrate(net: Any, loader: Any, quantiles: tuple[float, ...] = (0.1, 0.5, 0.9),
               hour: bool = True) -> dict[str, Any]:
     """Fit `net.gap_scale` (and, with `hour`, the diurnal factor `net.gap_hour`) on `loader` (in place) and
@@ -206,12 +221,7 @@ def calibrate(net: Any, loader: Any, quantiles: tuple[float, ...] = (0.1, 0.5, 0
     r = collect_ratios(net, loader)
     scales, coef = fit_band(r, quantiles=quantiles, hour=hour)
     rd = deflated(r, coef)
-    even = r["month"] % 2 == 0
-    hit_cv = None
-    if even.any() and (~even).any():
-        halves = [fit_band(r, sel, quantiles, hour) for sel in (~even, even)]  # fitted on odd / even months
-        hit_cv = np.where(even[:, None, None, None], inside(deflated(r, halves[0][1]), halves[0][0]),
-                          inside(deflated(r, halves[1][1]), halves[1][0]))
+    hit_cv = crossfit_inside(r, None, quantiles, hour)
     ones = np.ones_like(scales)
     cov: dict[str, dict[str, np.ndarray]] = {}
     for cname, cls in (("", None), ("_observed", 0), ("_unobserved", 1)):

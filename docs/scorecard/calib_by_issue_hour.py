@@ -16,23 +16,13 @@ import sys
 
 import numpy as np
 
-from training.calibrate import collect_ratios, coverage, deflated, fit_band, inside
+from training.calibrate import collect_ratios, coverage, crossfit_inside, deflated, fit_band, inside
 
 ISSUE = (16, 0, 6, 12, 18)
 
 
 def cov_range(r: dict, scales: np.ndarray, coef: np.ndarray, test: np.ndarray) -> str:
     return _range(coverage(r, scales, test, hit=inside(deflated(r, coef), scales)))
-
-
-def crossfit_hit(r: dict, fit_sel: np.ndarray, hour: bool) -> np.ndarray:
-    """Inside-the-band [N, L, 2, S], each half of the months scored with the band fitted on the other half."""
-    even = r["month"] % 2 == 0
-    hits = []
-    for train in (~even, even):
-        s, c = fit_band(r, fit_sel & train, hour=hour)
-        hits.append(inside(deflated(r, c), s))
-    return np.where(even[:, None, None, None], hits[0], hits[1])
 
 
 def main(ckpt: str, store: str, config: str = "configs/beijing.yaml") -> None:
@@ -59,7 +49,7 @@ def main(ckpt: str, store: str, config: str = "configs/beijing.yaml") -> None:
             s, c = fit_band(r, sel, hour=use_hour)
             print(f"{name:15s} fitted every {every} h, in-sample: " + "; ".join(
                 f"{h:02d} UTC {cov_range(r, s, c, hour == h)}" for h in ISSUE))
-            hit = crossfit_hit(r, sel, use_hour)
+            hit = crossfit_inside(r, sel, hour=use_hour)
             print(f"{name:15s} fitted every {every} h, cross-fit: " + "; ".join(
                 f"{h:02d} UTC {_range(coverage(r, s, hour == h, hit=hit))}" for h in ISSUE))
 
