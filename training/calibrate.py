@@ -35,9 +35,7 @@ def collect_ratios(net: Any, loader: Any) -> dict[str, np.ndarray]:
     species at init), the init `month` and UTC `hour` [N], and, when the model has the hour forcings,
     `basis` [N, L, S, 4] (`net.hour_basis` of each valid hour)."""
     net.gap_scale.fill_(1.0)
-    has_hour = hasattr(net, "gap_hour")  # a net without the diurnal factor is calibrated by lead only
-    if has_hour:
-        net.gap_hour.zero_()
+    net.gap_hour.zero_()
     keys = ("r_lo", "r_hi", "valid", "w", "month", "hour", "basis")
     out: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     with torch.no_grad():
@@ -54,7 +52,7 @@ def collect_ratios(net: Any, loader: Any) -> dict[str, np.ndarray]:
             out["w"].append(at_stations(net.station_weight(batch["obs_mask"]), row, col).numpy()[:, None])
             fut = net.future_features(at_stations(batch["forcing"], row, col).unsqueeze(-1),
                                       at_stations(batch["forcing_mask"], row, col).unsqueeze(-1))
-            basis = net.hour_basis(fut) if has_hour else None
+            basis = net.hour_basis(fut)
             if basis is not None:
                 out["basis"].append(basis[..., 0].permute(0, 1, 3, 2).numpy())
             init = batch["init_time"].numpy().astype("datetime64[ns]")
@@ -229,8 +227,7 @@ def calibrate(net: Any, loader: Any, quantiles: tuple[float, ...] = (0.1, 0.5, 0
                       "crossfit": (coverage(r, scales, cls=cls, hit=hit_cv) if hit_cv is not None
                                    else np.full(scales.shape[:2], np.nan))}
     net.gap_scale.copy_(torch.as_tensor(scales, dtype=net.gap_scale.dtype))
-    if hasattr(net, "gap_hour"):
-        net.gap_hour.copy_(torch.as_tensor(coef, dtype=net.gap_hour.dtype))
+    net.gap_hour.copy_(torch.as_tensor(coef, dtype=net.gap_hour.dtype))
     metrics: dict[str, float] = {}
     for cname, arrs in cov.items():
         for k, sp in enumerate(("pm25", "o3")):
