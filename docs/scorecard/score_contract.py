@@ -10,10 +10,12 @@ rows from different models), it scores their member mean, quantile by quantile i
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 import pandas as pd
 
+from features.errors import DataError
 from features.readers.stations import read_stations
 
 KEY = ["init_time", "lead_hours", "point_id", "species"]
@@ -60,7 +62,11 @@ def main() -> None:
     *files, data_dir = a.forecasts
     if not files:
         ap.error("give at least one forecast CSV and the data directory")
-    t = score(files, data_dir, [s for s in a.held_out.split(",") if s])
+    try:
+        t = score(files, data_dir, [s for s in a.held_out.split(",") if s])
+    except (DataError, ValueError, FileNotFoundError) as e:  # one clear line, exit 2, as the CLI does
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     print("| " + " | ".join(t.columns) + " |\n|" + "---|" * len(t.columns))
     for row in t.itertuples(index=False):
         print("| " + " | ".join(str(v) for v in row) + " |")
