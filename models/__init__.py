@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 def build_model(cfg: ModelConfig | Mapping[str, Any] | None, channels: Mapping[str, Sequence[str]],
                 norm_stats: Mapping[str, Mapping[str, Any]] | str) -> nn.Module:
-    """Build the deep model.
+    """Build the deep model: an `AQNet`, or an `AQEnsemble` of `cfg.members` of them.
 
     cfg: `ModelConfig` or its dict (None = defaults). channels: {"obs": [...], "forcing": [...],
     "static": [...]} — the WindowSampler's channel names in order (store variable names, e.g. `obs_pm25`,
@@ -25,6 +25,7 @@ def build_model(cfg: ModelConfig | Mapping[str, Any] | None, channels: Mapping[s
     import json
 
     from models.config import ModelConfig
+    from models.ensemble import AQEnsemble
     from models.net import AQNet
 
     if cfg is None:
@@ -33,7 +34,7 @@ def build_model(cfg: ModelConfig | Mapping[str, Any] | None, channels: Mapping[s
         cfg = ModelConfig.model_validate(dict(cfg) if not hasattr(cfg, "model_dump") else cfg.model_dump())
     if isinstance(norm_stats, str):
         norm_stats = json.loads(norm_stats)
-    return AQNet(cfg, channels, norm_stats)
+    return AQEnsemble(cfg, channels, norm_stats) if cfg.members > 1 else AQNet(cfg, channels, norm_stats)
 
 
 def __getattr__(name: str) -> Any:

@@ -42,6 +42,7 @@ class ModelConfig(BaseModel):
     dropout: float = Field(0.0, ge=0, lt=1)
     persistence_skip: bool = True
     persistence_exact: bool = False  # skip uses the cell's own last observation where it has one
+    members: int = Field(1, ge=1, le=8)  # > 1: an ensemble of independently initialised nets (models.ensemble)
 
     @field_validator("quantiles")
     @classmethod

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import ModelConfig
+from models.frame import QuantileFrame
 from models.normalize import Normalizer, base_name
 from models.spread import NormalizedConv
 
@@ -63,7 +64,7 @@ class LeadConv(nn.Module):
         return h + self.conv(F.pad(F.gelu(h), (self.dilation, 0)))
 
 
-class AQNet(nn.Module):
+class AQNet(QuantileFrame):
     """forward(obs, obs_mask, forcing, forcing_mask, static) -> [B, L, 2, 3, Y, X] in ug m-3."""
 
     def __init__(self, cfg: ModelConfig, channels: Mapping[str, Sequence[str]],
@@ -161,11 +162,10 @@ class AQNet(nn.Module):
         _, conf = self.spread(torch.zeros_like(ms).reshape(-1, ny, nx), ms.reshape(-1, ny, nx))
         return self._weight(conf[:, 0].reshape(b, n_sp, ny, nx))
 
-    def state(self, obs: torch.Tensor, obs_mask: torch.Tensor, forcing: torch.Tensor,
-              forcing_mask: torch.Tensor, static: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder: -> (state z [B, hidden, Y, X], the skip's base [B, 2 * n_sp, Y, X]: the targets' spread
-        last observation (with `persistence_exact` the cell's own value where it has one), then
-        `station_weight`, which blends the calibration classes)."""
+    def stem_input(self, obs: torch.Tensor, obs_mask: torch.Tensor, forcing: torch.Tensor,
+                   forcing_mask: torch.Tensor, static: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (the encoder's input [B, C_in, Y, X]: folded obs + spread obs + history forcing + static, the
+        skip's base [B, 2 * n_sp, Y, X]). No learned weights: ensemble members share it."""
         h, ny, nx = self.cfg.history, obs.shape[-2], obs.shape[-1]
         obs_f, base = self._obs_features(obs, obs_mask)
         sl = slice(self.hist_start, h, self.cfg.history_forcing_stride)
@@ -175,7 +175,19 @@ class AQNet(nn.Module):
         parts = [obs_f, hist.reshape(-1, hist.shape[1] * hist.shape[2], ny, nx)]
         if self.static_names:
             parts.append(self.static_norm(static, dim=1))
-        return self.blocks(self.stem(torch.cat(parts, dim=1))), base
+        return torch.cat(parts, dim=1), base
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem + dilated residual encoder: `stem_input` [B, C_in, Y, X] -> state z [B, hidden, Y, X]."""
+        return self.blocks(self.stem(x))
+
+    def state(self, obs: torch.Tensor, obs_mask: torch.Tensor, forcing: torch.Tensor,
+              forcing_mask: torch.Tensor, static: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder: -> (state z [B, hidden, Y, X], the skip's base [B, 2 * n_sp, Y, X]: the targets' spread
+        last observation (with `persistence_exact` the cell's own value where it has one), then
+        `station_weight`, which blends the calibration classes)."""
+        x, base = self.stem_input(obs, obs_mask, forcing, forcing_mask, static)
+        return self.encode(x), base
 
     def future_features(self, forcing: torch.Tensor, forcing_mask: torch.Tensor) -> torch.Tensor:
         """Per-lead forcing features [B, L, (3 + n_windows) * Cf, Y, X] from forcing [B, H + L, Cf, Y, X].
@@ -206,13 +218,12 @@ class AQNet(nn.Module):
         sn, cs = ((fut[:, :, i] * nrm.std[i] + nrm.mean[i]).clamp(-1.0, 1.0) for i in self.hour_idx)
         return torch.stack([sn, cs, 2 * sn * cs, cs * cs - sn * sn], dim=2)
 
-    def decode_parts(self, z: torch.Tensor, fut: torch.Tensor,
-                     base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def raw_parts(self, z: torch.Tensor, fut: torch.Tensor,
+                  base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Shared per-lead decoder: state z [B, hidden, Y, X], features fut [B, L, F, Y, X], base
         [B, 2 * n_sp, Y, X] (from `state`) -> (p50, lower gap, upper gap), each [B, L, 2, Y, X] in the targets'
-        normalised log space, the gaps scaled by `gap_scale` blended between the classes by the station weight
-        w: s_unobserved + w (s_observed - s_unobserved). Per cell when
-        decoder_kernel == 1 (any cell layout)."""
+        normalised log space, before the calibration of the gaps. Per cell when decoder_kernel == 1 (any
+        cell layout)."""
         n_leads, n_sp = self.cfg.leads, len(self.cfg.species)
         ny, nx = z.shape[-2], z.shape[-1]
         d = self.z_proj.out_channels
@@ -229,24 +240,16 @@ class AQNet(nn.Module):
         out = self.head(hid).reshape(-1, n_leads, n_sp, 3, ny, nx)
         alpha, gain = self.alpha.reshape(1, n_leads, n_sp, 1, 1), self.head_gain.reshape(1, n_leads, n_sp, 1, 1)
         p50 = gain * out[:, :, :, 1] + alpha * base[:, :n_sp].unsqueeze(1)
-        own = base[:, n_sp:].reshape(-1, 1, n_sp, 1, ny, nx)  # station weight
-        g = self.gap_scale.reshape(1, n_leads, n_sp, 2, 2, 1, 1)
-        scale = g[:, :, :, :, 1] + own * (g[:, :, :, :, 0] - g[:, :, :, :, 1])  # [B, L, n_sp, 2, Y, X]
-        basis = self.hour_basis(fut)
-        if basis is not None:  # diurnal factor [B, L, n_sp, 2, Y, X]
-            scale = scale * torch.exp(torch.einsum("blfyx,ksf->blksyx", basis, self.gap_hour))
-        return p50, F.softplus(out[:, :, :, 0]) * scale[:, :, :, 0], F.softplus(out[:, :, :, 2]) * scale[:, :, :, 1]
+        return p50, F.softplus(out[:, :, :, 0]), F.softplus(out[:, :, :, 2])
 
-    def decode(self, z: torch.Tensor, fut: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
-        """`decode_parts` -> quantiles [B, L, 2, 3, Y, X] in ug m-3 (monotone, non-negative)."""
-        p50, g_lo, g_hi = self.decode_parts(z, fut, base)
-        q = torch.stack([p50 - g_lo, p50, p50 + g_hi], dim=3)  # [B, L, 2, 3, Y, X] normalised log space
-        return F.relu(self.target_norm.denormalize(q, dim=2))
+    def decode_parts(self, z: torch.Tensor, fut: torch.Tensor,
+                     base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`raw_parts` with the gaps calibrated (`QuantileFrame.calibrated`)."""
+        return self.calibrated(*self.raw_parts(z, fut, base), fut, base)
 
-    def forward(self, obs: torch.Tensor, obs_mask: torch.Tensor, forcing: torch.Tensor,
-                forcing_mask: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
-        z, base = self.state(obs, obs_mask, forcing, forcing_mask, static)
-        return self.decode(z, self.future_features(forcing, forcing_mask), base)
+    def decode_members(self, z: torch.Tensor, fut: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """Each member's own forecast [M, B, L, 2, 3, Y, X] (here M = 1): what training's loss sees."""
+        return self.decode(z, fut, base).unsqueeze(0)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Weights saved before `gap_scale` / `head_gain` existed load as uncalibrated / ungated (1); a
@@ -258,7 +261,3 @@ class AQNet(nn.Module):
         state_dict.setdefault(prefix + "head_gain", torch.ones_like(self.head_gain))
         state_dict.setdefault(prefix + "gap_hour", torch.zeros_like(self.gap_hour))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def forward_normalized(self, *inputs: torch.Tensor) -> torch.Tensor:
-        """Forecast in the normalised log1p space of the targets (for losses that want it)."""
-        return self.target_norm(self.forward(*inputs), dim=2)

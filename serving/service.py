@@ -116,7 +116,8 @@ class AQCastService:
             info |= {"train_window": c.train_window, "validation_window": c.validation_window,
                      "validation_metrics": c.validation_metrics, "parity": c.parity.model_dump() if c.parity else None,
                      "history_hours": c.history, "lead_hours": [1, c.leads], "species": c.species,
-                     "quantiles": c.quantiles, "channels": c.channels, "code_version": c.code_version,
+                     "quantiles": c.quantiles, "ensemble_members": c.ensemble_members, "channels": c.channels,
+                     "code_version": c.code_version,
                      "created": c.created, "store": fc.store_path, "latest_init_time": iso(fc.latest_init),
                      "earliest_init_time": iso(fc.earliest_init), "cached_init_times": fc.cached_inits(),
                      "uptime_s": round(time.time() - self.started, 1)}

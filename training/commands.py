@@ -81,7 +81,9 @@ def evaluate(
     env = f"AQCAST_HOME={os.environ['AQCAST_HOME']} " if os.environ.get("AQCAST_HOME") else ""
     notes = [f"command: `{env}aqcast {shlex.join(sys.argv[1:])}`"]
     budget = training_budget(meta)
-    notes += [f"model {model}; training budget: {budget}"] if budget else [f"model {model}"]
+    members = int((meta.get("model_config") or {}).get("members", 1))
+    label = f"{model} (mean of {members} networks in one graph)" if members > 1 else model
+    notes += [f"model {label}; training budget: {budget}"] if budget else [f"model {label}"]
     rep = evaluate_model(net, meta, ds, t_from, t_to, every, stations, out, met_error=met_error, gbt=gbt,
                          source=store or data, name=name, extra_notes=notes,
                          echo=lambda m: typer.echo(m, err=True))

@@ -32,9 +32,11 @@ def at_stations(a: torch.Tensor, row: torch.Tensor, col: torch.Tensor) -> torch.
 
 def station_forward(net: Any, obs: torch.Tensor, obs_mask: torch.Tensor, forcing: torch.Tensor,
                     forcing_mask: torch.Tensor, static: torch.Tensor, row: torch.Tensor,
-                    col: torch.Tensor, parts: bool = False) -> torch.Tensor | tuple[torch.Tensor, ...]:
+                    col: torch.Tensor, parts: bool = False,
+                    members: bool = False) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """AQNet's forecast at the station cells only -> [B, L, 2, 3, S] (ug m-3); with `parts`, the decoder's
-    (p50, lower gap, upper gap) in normalised log space instead, each [B, L, 2, S] (for calibration).
+    (p50, lower gap, upper gap) in normalised log space instead, each [B, L, 2, S] (for calibration); with
+    `members`, each ensemble member's own forecast [M, B, L, 2, 3, S] (M = 1 for one net; for the loss).
 
     The model's own encoder (`net.state`) runs on the whole grid; its per-cell decoder (`net.decode`, exact
     when `decoder_kernel == 1`) and the future-forcing features run on the S station cells laid out as an
@@ -46,9 +48,12 @@ def station_forward(net: Any, obs: torch.Tensor, obs_mask: torch.Tensor, forcing
     bs = at_stations(base, row, col).unsqueeze(-1)
     f = at_stations(forcing, row, col).unsqueeze(-1)  # [B, H + L, Cf, S, 1]
     fm = at_stations(forcing_mask, row, col).unsqueeze(-1)
+    fut = net.future_features(f, fm)
     if parts:
-        return tuple(p[..., 0] for p in net.decode_parts(zs, net.future_features(f, fm), bs))
-    return net.decode(zs, net.future_features(f, fm), bs)[..., 0]
+        return tuple(p[..., 0] for p in net.decode_parts(zs, fut, bs))
+    if members:
+        return net.decode_members(zs, fut, bs)[..., 0]
+    return net.decode(zs, fut, bs)[..., 0]
 
 
 def check_station_forward(net: Any, batch: dict[str, torch.Tensor], atol: float = 1e-3) -> float:
@@ -150,8 +155,9 @@ class AQModule(L.LightningModule):
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.net(*inputs)
 
-    def station_quantiles(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Forecast at the target stations [B, L, 2, 3, S]: the fast path once it matched `net.forward`."""
+    def station_quantiles(self, batch: dict[str, torch.Tensor], members: bool = False) -> torch.Tensor:
+        """Forecast at the target stations [B, L, 2, 3, S] (with `members`, each member's [M, B, L, 2, 3, S]):
+        the fast path once it matched `net.forward`."""
         from models.losses import gather_stations
 
         if self.fast is None:
@@ -164,7 +170,12 @@ class AQModule(L.LightningModule):
                                                     "(max diff %.3g): training on the full grid", diff)
         if self.fast:
             return station_forward(self.net, *(batch[k] for k in INPUTS), batch["station_row"],
-                                   batch["station_col"])
+                                   batch["station_col"], members=members)
+        if members:
+            z, base = self.net.state(*(batch[k] for k in INPUTS))
+            grids = self.net.decode_members(z, self.net.future_features(batch["forcing"], batch["forcing_mask"]),
+                                            base)
+            return torch.stack([gather_stations(g, batch["station_row"], batch["station_col"]) for g in grids])
         return gather_stations(self.net(*(batch[k] for k in INPUTS)), batch["station_row"], batch["station_col"])
 
     def _loss(self, q: torch.Tensor, batch: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
@@ -179,10 +190,21 @@ class AQModule(L.LightningModule):
                               space=o.loss_space, species_weight=o.species_weight)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        q = self.station_quantiles(batch)
-        loss = self._loss(q, batch, batch["target_mask"])
-        self.log("train_loss", loss, prog_bar=True, batch_size=q.shape[0])
-        return loss
+        """Each ensemble member on its own loss (summed, so each gets the gradient it would get alone; one net
+        is the M = 1 case); `train_loss` logs their mean."""
+        qs = self.station_quantiles(batch, members=True)
+        losses = torch.stack([self._loss(q, batch, batch["target_mask"]) for q in qs])
+        self.log("train_loss", losses.mean(), prog_bar=True, batch_size=qs.shape[1])
+        return losses.sum()
+
+    def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        """Clip each ensemble member's gradient norm on its own (as if it trained alone)."""
+        members = getattr(self.net, "members", None)
+        if members is None or not gradient_clip_val:
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        for m in members:
+            torch.nn.utils.clip_grad_norm_(m.parameters(), gradient_clip_val)
 
     def on_train_epoch_start(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)

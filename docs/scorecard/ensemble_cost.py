@@ -1,0 +1,91 @@
+"""What `model.members` costs: one training step per member count, and one exported forecast per artifact.
+
+    python docs/scorecard/ensemble_cost.py STORE [--members 1 2 3] [--artifacts DIR ...]
+
+Training step: batch of the Beijing config (`configs/beijing.yaml`, `model.members=M`) from STORE, forward +
+backward + AdamW at the station cells as in training, 2 threads, median of 15 after 3 warm-up steps.
+Artifact: one 72-h forecast of the artifact's whole grid (batch 1, random inputs in range) with onnxruntime,
+2 threads, median of 20 after 3 warm-up runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def step_seconds(store: str, members: int, repeat: int = 15) -> float:
+    import torch
+
+    from training.config import load_config
+    from training.datamodule import AQDataModule
+    from training.module import AQModule
+
+    torch.manual_seed(0)
+    cfg = load_config(ROOT / "configs" / "beijing.yaml", [f"model.members={members}"])
+    dm = AQDataModule(cfg, Path(store))
+    dm.setup("fit")
+    mod = AQModule(cfg, dm.channels, json.loads(dm.ds.attrs["norm_stats"]))
+    batch = next(iter(dm.train_dataloader()))
+    opt = torch.optim.AdamW(mod.parameters(), 1e-3)
+
+    def step() -> None:
+        qs = mod.station_quantiles(batch, members=True)
+        loss = torch.stack([mod._loss(q, batch, batch["target_mask"]) for q in qs]).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    ts = []
+    for i in range(3 + repeat):
+        t0 = time.perf_counter()
+        step()
+        if i >= 3:
+            ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+
+def forecast_seconds(art: Path, repeat: int = 20) -> tuple[int, float, str]:
+    import onnxruntime as ort
+
+    from training.export import random_inputs
+
+    card = json.loads((art / "model_card.json").read_text())
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    sess = ort.InferenceSession(str(art / "model.onnx"), so, providers=["CPUExecutionProvider"])
+    g = json.loads(card["grid"])
+    x = random_inputs(card["channels"], card["history"], card["leads"], g["ny"], g["nx"], 1, 0, card["norm_stats"])
+    ts = []
+    for i in range(3 + repeat):
+        t0 = time.perf_counter()
+        sess.run(None, x)
+        if i >= 3:
+            ts.append(time.perf_counter() - t0)
+    return int(card.get("ensemble_members", 1)), float(np.median(ts)), f"{g['ny']} x {g['nx']}"
+
+
+def main() -> None:
+    import torch
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("store")
+    ap.add_argument("--members", type=int, nargs="*", default=[1, 2, 3])
+    ap.add_argument("--artifacts", nargs="*", default=[])
+    a = ap.parse_args()
+    torch.set_num_threads(2)
+    print("| what | members | median |\n|---|---|---|")
+    for m in a.members:
+        print(f"| training step, batch 16 | {m} | {step_seconds(a.store, m):.3f} s |")
+    for d in a.artifacts:
+        m, s, grid = forecast_seconds(Path(d))
+        print(f"| 72-h forecast, {grid} cells, onnxruntime ({Path(d).name}) | {m} | {1000 * s:.1f} ms |")
+
+
+if __name__ == "__main__":
+    main()

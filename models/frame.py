@@ -1,0 +1,45 @@
+"""What every gridded quantile forecaster shares after its decoder: the calibration of the P10/P90 gaps
+(buffers `gap_scale` and `gap_hour`, fitted by `training.calibrate`), quantiles in ug m-3 and the forward.
+
+A subclass provides `state`, `future_features`, `decode_parts`, `hour_basis`, `target_norm` and `cfg`;
+`models.net.AQNet` (one network) and `models.ensemble.AQEnsemble` (members averaged) are the two.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class QuantileFrame(nn.Module):
+    """forward(obs, obs_mask, forcing, forcing_mask, static) -> [B, L, 2, 3, Y, X] in ug m-3."""
+
+    def calibrated(self, p50: torch.Tensor, g_lo: torch.Tensor, g_hi: torch.Tensor, fut: torch.Tensor,
+                   base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Scale the raw gaps [B, L, 2, Y, X] by `gap_scale` blended between its two cell classes by the
+        station weight w in `base`: s_unobserved + w (s_observed - s_unobserved), times the diurnal factor
+        exp(basis . gap_hour) of the valid local hour where the model has the hour forcings."""
+        n_leads, n_sp = self.cfg.leads, len(self.cfg.species)
+        ny, nx = p50.shape[-2], p50.shape[-1]
+        own = base[:, n_sp:].reshape(-1, 1, n_sp, 1, ny, nx)  # station weight
+        g = self.gap_scale.reshape(1, n_leads, n_sp, 2, 2, 1, 1)
+        scale = g[:, :, :, :, 1] + own * (g[:, :, :, :, 0] - g[:, :, :, :, 1])  # [B, L, n_sp, 2, Y, X]
+        basis = self.hour_basis(fut)
+        if basis is not None:  # diurnal factor [B, L, n_sp, 2, Y, X]
+            scale = scale * torch.exp(torch.einsum("blfyx,ksf->blksyx", basis, self.gap_hour))
+        return p50, g_lo * scale[:, :, :, 0], g_hi * scale[:, :, :, 1]
+
+    def decode(self, z: torch.Tensor, fut: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """`decode_parts` -> quantiles [B, L, 2, 3, Y, X] in ug m-3 (monotone, non-negative)."""
+        p50, g_lo, g_hi = self.decode_parts(z, fut, base)
+        q = torch.stack([p50 - g_lo, p50, p50 + g_hi], dim=3)  # [B, L, 2, 3, Y, X] normalised log space
+        return F.relu(self.target_norm.denormalize(q, dim=2))
+
+    def forward(self, obs: torch.Tensor, obs_mask: torch.Tensor, forcing: torch.Tensor,
+                forcing_mask: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
+        z, base = self.state(obs, obs_mask, forcing, forcing_mask, static)
+        return self.decode(z, self.future_features(forcing, forcing_mask), base)
+
+    def forward_normalized(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """Forecast in the normalised log1p space of the targets (for losses that want it)."""
+        return self.target_norm(self.forward(*inputs), dim=2)
