@@ -47,10 +47,6 @@ class AQEnsemble(QuantileFrame):
     def target_norm(self) -> nn.Module:
         return self.lead.target_norm
 
-    @property
-    def forcing_norm(self) -> nn.Module:
-        return self.lead.forcing_norm
-
     def station_weight(self, obs_mask: torch.Tensor) -> torch.Tensor:
         return self.lead.station_weight(obs_mask)
 

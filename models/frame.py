@@ -40,6 +40,12 @@ class QuantileFrame(nn.Module):
         z, base = self.state(obs, obs_mask, forcing, forcing_mask, static)
         return self.decode(z, self.future_features(forcing, forcing_mask), base)
 
+    def forward_members(self, obs: torch.Tensor, obs_mask: torch.Tensor, forcing: torch.Tensor,
+                        forcing_mask: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
+        """Each ensemble member's own forecast [M, B, L, 2, 3, Y, X] (M = 1 for one net): what the loss sees."""
+        z, base = self.state(obs, obs_mask, forcing, forcing_mask, static)
+        return self.decode_members(z, self.future_features(forcing, forcing_mask), base)
+
     def forward_normalized(self, *inputs: torch.Tensor) -> torch.Tensor:
         """Forecast in the normalised log1p space of the targets (for losses that want it)."""
         return self.target_norm(self.forward(*inputs), dim=2)

@@ -75,9 +75,7 @@ def test_forecast_is_the_member_mean_in_log_space_then_calibrated():
     x = _inputs(cfg)
     with torch.no_grad():
         y = ens(*x)
-        z, base = ens.state(*x)
-        fut = ens.future_features(x[2], x[3])
-        members = ens.decode_members(z, fut, base)  # each member alone, uncalibrated
+        members = ens.forward_members(*x)  # each member alone, uncalibrated
         ens.gap_scale.fill_(2.0)
         wide = ens(*x)
     assert members.shape == (2, 2, cfg.leads, 2, 3, 9, 10)
@@ -105,8 +103,7 @@ def test_station_forward_gives_each_member_and_matches_the_grid():
     row, col = torch.tensor([[1, 4, 7], [0, 5, 8]]), torch.tensor([[2, 3, 9], [1, 6, 0]])
     with torch.no_grad():
         each = station_forward(ens, *x, row, col, members=True)
-        z, base = ens.state(*x)
-        grids = ens.decode_members(z, ens.future_features(x[2], x[3]), base)
+        grids = ens.forward_members(*x)
     assert each.shape == (2, 2, ens.cfg.leads, 2, 3, 3)
     for m in range(2):
         torch.testing.assert_close(each[m], at_stations(grids[m], row, col), rtol=1e-5, atol=1e-4)

@@ -184,7 +184,8 @@ def build_card(model: Any, meta: Mapping[str, Any], parity_report: Parity | None
     return ModelCard(
         name=str(meta.get("name") or "aqcast"), version=_str(meta.get("version")), run_id=_str(meta.get("run_id")),
         model_uri=_str(meta.get("model_uri") or meta.get("uri")), opset=opset, dynamic_spatial=dynamic_spatial,
-        receptive_field_cells=rf, ensemble_members=int(getattr(cfg, "members", 1)), channels={k: list(v) for k, v in channels.items()},
+        receptive_field_cells=rf, ensemble_members=int(getattr(cfg, "members", 1)),
+        channels={k: list(v) for k, v in channels.items()},
         roles=dict(meta.get("roles") or {}),
         units={n: unit_of(n) for n in names} | {s: "ug m-3" for s in ("pm25", "o3")},
         grid=grid if isinstance(grid, str) else json.dumps(grid), history=history, leads=leads,

@@ -172,9 +172,7 @@ class AQModule(L.LightningModule):
             return station_forward(self.net, *(batch[k] for k in INPUTS), batch["station_row"],
                                    batch["station_col"], members=members)
         if members:
-            z, base = self.net.state(*(batch[k] for k in INPUTS))
-            grids = self.net.decode_members(z, self.net.future_features(batch["forcing"], batch["forcing_mask"]),
-                                            base)
+            grids = self.net.forward_members(*(batch[k] for k in INPUTS))
             return torch.stack([gather_stations(g, batch["station_row"], batch["station_col"]) for g in grids])
         return gather_stations(self.net(*(batch[k] for k in INPUTS)), batch["station_row"], batch["station_col"])
 
@@ -189,12 +187,16 @@ class AQModule(L.LightningModule):
         return masked_pinball(q.unsqueeze(4), batch["target"], mask, zeros, cols, quantiles=self.quantiles,
                               space=o.loss_space, species_weight=o.species_weight)
 
+    def member_losses(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[M] masked pinball loss of each ensemble member's own forecast (M = 1 for one net)."""
+        return torch.stack([self._loss(q, batch, batch["target_mask"])
+                            for q in self.station_quantiles(batch, members=True)])
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """Each ensemble member on its own loss (summed, so each gets the gradient it would get alone; one net
         is the M = 1 case); `train_loss` logs their mean."""
-        qs = self.station_quantiles(batch, members=True)
-        losses = torch.stack([self._loss(q, batch, batch["target_mask"]) for q in qs])
-        self.log("train_loss", losses.mean(), prog_bar=True, batch_size=qs.shape[1])
+        losses = self.member_losses(batch)
+        self.log("train_loss", losses.mean(), prog_bar=True, batch_size=batch["target"].shape[0])
         return losses.sum()
 
     def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: float | None = None,

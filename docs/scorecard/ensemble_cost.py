@@ -35,8 +35,7 @@ def step_seconds(store: str, members: int, repeat: int = 15) -> float:
     opt = torch.optim.AdamW(mod.parameters(), 1e-3)
 
     def step() -> None:
-        qs = mod.station_quantiles(batch, members=True)
-        loss = torch.stack([mod._loss(q, batch, batch["target_mask"]) for q in qs]).sum()
+        loss = mod.member_losses(batch).sum()  # as `AQModule.training_step`
         opt.zero_grad()
         loss.backward()
         opt.step()
