@@ -43,6 +43,9 @@ class ModelConfig(BaseModel):
     persistence_skip: bool = True
     persistence_exact: bool = False  # skip uses the cell's own last observation where it has one
     members: int = Field(1, ge=1, le=8)  # > 1: an ensemble of independently initialised nets (models.ensemble)
+    # the decoder sees, at each lead, the cell's target species at the same local hour on the last day of the
+    # history (exact where observed, else finest-scale spread) and a skip from it: the trees' diurnal persistence
+    diurnal_inputs: bool = False
 
     @field_validator("quantiles")
     @classmethod
@@ -63,6 +66,8 @@ class ModelConfig(BaseModel):
         bad = [w for w in self.forcing_windows if not 2 <= w <= self.history]
         if bad:
             raise ValueError(f"forcing_windows must lie in 2..history ({self.history} h): {bad}")
+        if self.diurnal_inputs and self.history < 24:
+            raise ValueError(f"diurnal_inputs needs history >= 24 h (the same hour yesterday), got {self.history}")
         if any(not 1 <= d < self.leads for d in self.lead_dilations):
             raise ValueError(f"lead_dilations must lie in 1..leads-1 ({self.leads - 1}): {list(self.lead_dilations)}")
         return self

@@ -1,7 +1,7 @@
 """AQEnsemble: `members` independently initialised AQNets behind one frame, averaged into one forecast.
 
 Why: on Beijing the seed alone moves PM2.5 MAE at 24 h by 0.8-1.5 ug m-3 and the mean of two seeded runs beat
-the better one at every lead (docs/experiments-beijing.md, fifth round): the members' errors differ where the
+the better one at every lead (docs/experiments-beijing-2.md, fifth round): the members' errors differ where the
 weights, not the weather, are the cause. The members share the input features (normalisation, station
 spreading, forcing windows: no learned weights) and nothing else; each trains on its own loss
 (`decode_members`), and the ensemble forecast averages their P50 and raw P10/P90 gaps in the targets'

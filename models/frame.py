@@ -21,7 +21,7 @@ class QuantileFrame(nn.Module):
         exp(basis . gap_hour) of the valid local hour where the model has the hour forcings."""
         n_leads, n_sp = self.cfg.leads, len(self.cfg.species)
         ny, nx = p50.shape[-2], p50.shape[-1]
-        own = base[:, n_sp:].reshape(-1, 1, n_sp, 1, ny, nx)  # station weight
+        own = base[:, n_sp:2 * n_sp].reshape(-1, 1, n_sp, 1, ny, nx)  # station weight
         g = self.gap_scale.reshape(1, n_leads, n_sp, 2, 2, 1, 1)
         scale = g[:, :, :, :, 1] + own * (g[:, :, :, :, 0] - g[:, :, :, :, 1])  # [B, L, n_sp, 2, Y, X]
         basis = self.hour_basis(fut)

@@ -8,9 +8,11 @@ Pipeline (all fully convolutional, limited receptive field, so large grids can b
 4. shared per-lead decoder: z + projected forcing at valid time (+ its running mean since init and its
    trailing means over `forcing_windows` hours) + lead embedding -> MLP (`decoder_layers`) -> optional causal
    convolutions along the lead axis (`lead_dilations`) -> 6 channels (2 species x {p50, lower gap, upper
-   gap}); the gaps are scaled by the calibration buffer `gap_scale`;
+   gap}); the gaps are scaled by the calibration buffer `gap_scale`; with `diurnal_inputs` each lead also sees
+   the cell's targets at the same local hour on the last day of the history (`same_hour`);
 5. p50 (normalised log space) = head_gain[lead, species] * head + alpha[lead, species] * spread last
-   observation (persistence skip; the cell's own observation where it has one with `persistence_exact`);
+   observation (persistence skip; the cell's own observation where it has one with `persistence_exact`)
+   [+ beta[lead, species] * the same hour's value with `diurnal_inputs`: diurnal persistence];
    p10 = p50 - softplus, p90 = p50 + softplus (monotone), expm1 back to ug m-3, then relu (non-negative).
    The calibration scales of the gaps come in two classes, blended per cell by its `station_weight`: cells
    that observed the species at the init hour (weight 1) and cells far from any observation (weight 0, most of
@@ -123,10 +125,18 @@ class AQNet(QuantileFrame):
         self.register_buffer("gap_hour", torch.zeros(len(cfg.species), 2, 4))
         self.hour_idx = ([self.forcing_names.index(n) for n in ("hour_sin", "hour_cos")]
                          if {"hour_sin", "hour_cos"} <= set(self.forcing_names) else None)
+        if cfg.diurnal_inputs:  # built last, so a model without them initialises exactly as before
+            n_sp = len(cfg.species)
+            self.spread_fine = NormalizedConv(cfg.spread_sigmas[:1], cfg.spread_truncate)
+            same_hour = [h - 1 + lead - 24 * math.ceil(lead / 24) for lead in range(1, n_leads + 1)]
+            self.register_buffer("diurnal_idx", torch.tensor(same_hour, dtype=torch.long))
+            self.d_proj = nn.Conv2d(2 * n_sp, d, 1, bias=False)
+            self.beta = nn.Parameter(torch.zeros(n_leads, n_sp))
 
     def _obs_features(self, obs: torch.Tensor, obs_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """-> folded features [B, C_in, Y, X] and the skip's base [B, 2 * n_sp, Y, X]: the targets' spread
-        last observation, then `station_weight` of each species."""
+        last observation, then `station_weight` of each species (with `diurnal_inputs`, then the targets'
+        history at the cell: `_target_history`, 2 * H * n_sp more channels)."""
         _, h, co, ny, nx = obs.shape
         m = (obs_mask > 0.5).to(obs.dtype)
         z = torch.where(m > 0, self.obs_norm(obs, dim=2), torch.zeros_like(obs))
@@ -141,7 +151,31 @@ class AQNet(QuantileFrame):
         if self.cfg.persistence_exact:  # a cell's own init-hour observation where it has one
             last = torch.where(m[:, h - 1] > 0, z[:, h - 1], last)
         weight = self._weight(self._species(conf.reshape(at_init)[:, n_h - 1, :, 0]))
-        return folded, torch.cat([self._species(last), weight], dim=1)
+        parts = [self._species(last), weight]
+        if self.cfg.diurnal_inputs:
+            parts += self._target_history(z, m)
+        return folded, torch.cat(parts, dim=1)
+
+    def _target_history(self, z: torch.Tensor, m: torch.Tensor) -> list[torch.Tensor]:
+        """Normalised z and mask m [B, H, Co, Y, X] -> the target species at every history hour at every cell
+        (the cell's own value where observed, else the finest-scale spread) and its weight (1 where observed,
+        else `_weight` of the spreading confidence), each [B, H * n_sp, Y, X]."""
+        b, _, _, ny, nx = z.shape
+        zt = torch.stack([z[:, :, i] if i >= 0 else torch.zeros_like(z[:, :, 0]) for i in self.species_idx], 2)
+        mt = torch.stack([m[:, :, i] if i >= 0 else torch.zeros_like(m[:, :, 0]) for i in self.species_idx], 2)
+        val, conf = self.spread_fine(zt.reshape(-1, ny, nx), mt.reshape(-1, ny, nx))
+        own = mt.reshape(-1, ny, nx) > 0
+        val = torch.where(own, zt.reshape(-1, ny, nx), val[:, 0])
+        wt = torch.where(own, torch.ones_like(val), self._weight(conf[:, 0]))
+        return [val.reshape(b, -1, ny, nx), wt.reshape(b, -1, ny, nx)]
+
+    def same_hour(self, base: torch.Tensor) -> torch.Tensor:
+        """The skip base with `diurnal_inputs` [B, 2 n_sp (1 + H), Y, X] -> at each lead the targets' value and
+        weight at the same local hour on the last day of the history [B, L, 2 * n_sp, Y, X]."""
+        n_sp, h = len(self.cfg.species), self.cfg.history
+        hist = base[:, 2 * n_sp:].reshape(base.shape[0], 2, h, n_sp, base.shape[-2], base.shape[-1])
+        sel = hist.index_select(2, self.diurnal_idx).transpose(1, 2)  # [B, L, 2, n_sp, Y, X]
+        return sel.reshape(sel.shape[0], sel.shape[1], 2 * n_sp, sel.shape[-2], sel.shape[-1])
 
     def _species(self, a: torch.Tensor) -> torch.Tensor:
         """[B, Co, Y, X] obs channels -> [B, n_sp, Y, X] target species (zeros for one not among them)."""
@@ -185,7 +219,8 @@ class AQNet(QuantileFrame):
               forcing_mask: torch.Tensor, static: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder: -> (state z [B, hidden, Y, X], the skip's base [B, 2 * n_sp, Y, X]: the targets' spread
         last observation (with `persistence_exact` the cell's own value where it has one), then
-        `station_weight`, which blends the calibration classes)."""
+        `station_weight`, which blends the calibration classes; with `diurnal_inputs` the targets' history
+        at each cell follows)."""
         x, base = self.stem_input(obs, obs_mask, forcing, forcing_mask, static)
         return self.encode(x), base
 
@@ -228,7 +263,11 @@ class AQNet(QuantileFrame):
         ny, nx = z.shape[-2], z.shape[-1]
         d = self.z_proj.out_channels
         fp = self.f_proj(fut.reshape(-1, fut.shape[2], ny, nx)).reshape(-1, n_leads, d, ny, nx)
-        hid = F.gelu(self.z_proj(z).unsqueeze(1) + fp + self.lead_emb.reshape(1, n_leads, -1, 1, 1))
+        pre = self.z_proj(z).unsqueeze(1) + fp + self.lead_emb.reshape(1, n_leads, -1, 1, 1)
+        if self.cfg.diurnal_inputs:
+            same = self.same_hour(base)
+            pre = pre + self.d_proj(same.reshape(-1, 2 * n_sp, ny, nx)).reshape(-1, n_leads, d, ny, nx)
+        hid = F.gelu(pre)
         hid = F.gelu(self.dec(hid.reshape(-1, d, ny, nx)))
         for layer in self.dec_extra:
             hid = hid + F.gelu(layer(hid))
@@ -240,6 +279,8 @@ class AQNet(QuantileFrame):
         out = self.head(hid).reshape(-1, n_leads, n_sp, 3, ny, nx)
         alpha, gain = self.alpha.reshape(1, n_leads, n_sp, 1, 1), self.head_gain.reshape(1, n_leads, n_sp, 1, 1)
         p50 = gain * out[:, :, :, 1] + alpha * base[:, :n_sp].unsqueeze(1)
+        if self.cfg.diurnal_inputs:
+            p50 = p50 + self.beta.reshape(1, n_leads, n_sp, 1, 1) * same[:, :, :n_sp]
         return p50, F.softplus(out[:, :, :, 0]), F.softplus(out[:, :, :, 2])
 
     def decode_parts(self, z: torch.Tensor, fut: torch.Tensor,

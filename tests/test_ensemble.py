@@ -134,19 +134,26 @@ def test_each_member_is_clipped_on_its_own(tiny_store_path: Path):
     assert all(torch.equal(p.grad, b) for p, b in zip(small, before, strict=True))
 
 
-def test_an_ensemble_trains_registers_and_exports(tiny_store_path: Path, tmp_path: Path, monkeypatch):
-    """Train two members on the tiny store, register, reload from the registry, export to ONNX with parity."""
+def train_tiny(store: Path, home: Path, monkeypatch, *overrides: str) -> tuple[torch.nn.Module, dict]:
+    """One epoch of `configs/tiny.yaml` + overrides on the tiny store, registered in a tracking store under
+    `home`, reloaded from the registry -> (model, metadata)."""
     from training.config import load_config
-    from training.export import export_artifact
     from training.tracking import load_model
     from training.train import run_training
 
-    monkeypatch.setenv("AQCAST_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("AQCAST_HOME", str(home))
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     cfg = load_config(ROOT / "configs" / "tiny.yaml", ["optim.max_epochs=1", "tracking.log_plots=false",
-                                                       "model.members=2"])
-    run = run_training(cfg, store=str(tiny_store_path), run_name="ens", echo=lambda s: None)
-    net, meta = load_model(run["uri"])
+                                                       *overrides])
+    run = run_training(cfg, store=str(store), run_name="tiny", echo=lambda s: None)
+    return load_model(run["uri"])
+
+
+def test_an_ensemble_trains_registers_and_exports(tiny_store_path: Path, tmp_path: Path, monkeypatch):
+    """Train two members on the tiny store, register, reload from the registry, export to ONNX with parity."""
+    from training.export import export_artifact
+
+    net, meta = train_tiny(tiny_store_path, tmp_path / "home", monkeypatch, "model.members=2")
     assert isinstance(net, AQEnsemble) and meta["model_config"]["members"] == 2
     assert all(torch.all(m.gap_scale == 1.0) for m in net.members)  # members stay raw
     a, b = (m.head.weight for m in net.members)
