@@ -161,8 +161,7 @@ class AQNet(QuantileFrame):
         (the cell's own value where observed, else the finest-scale spread) and its weight (1 where observed,
         else `_weight` of the spreading confidence), each [B, H * n_sp, Y, X]."""
         b, _, _, ny, nx = z.shape
-        zt = torch.stack([z[:, :, i] if i >= 0 else torch.zeros_like(z[:, :, 0]) for i in self.species_idx], 2)
-        mt = torch.stack([m[:, :, i] if i >= 0 else torch.zeros_like(m[:, :, 0]) for i in self.species_idx], 2)
+        zt, mt = self._species(z, dim=2), self._species(m, dim=2)
         val, conf = self.spread_fine(zt.reshape(-1, ny, nx), mt.reshape(-1, ny, nx))
         own = mt.reshape(-1, ny, nx) > 0
         val = torch.where(own, zt.reshape(-1, ny, nx), val[:, 0])
@@ -177,9 +176,11 @@ class AQNet(QuantileFrame):
         sel = hist.index_select(2, self.diurnal_idx).transpose(1, 2)  # [B, L, 2, n_sp, Y, X]
         return sel.reshape(sel.shape[0], sel.shape[1], 2 * n_sp, sel.shape[-2], sel.shape[-1])
 
-    def _species(self, a: torch.Tensor) -> torch.Tensor:
-        """[B, Co, Y, X] obs channels -> [B, n_sp, Y, X] target species (zeros for one not among them)."""
-        return torch.stack([a[:, i] if i >= 0 else torch.zeros_like(a[:, 0]) for i in self.species_idx], dim=1)
+    def _species(self, a: torch.Tensor, dim: int = 1) -> torch.Tensor:
+        """Obs channels along `dim` (e.g. [B, Co, Y, X]) -> the target species there ([B, n_sp, Y, X]; zeros
+        for one not among them)."""
+        pick = [a.select(dim, i) if i >= 0 else torch.zeros_like(a.select(dim, 0)) for i in self.species_idx]
+        return torch.stack(pick, dim=dim)
 
     @staticmethod
     def _weight(conf: torch.Tensor) -> torch.Tensor:
