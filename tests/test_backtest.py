@@ -103,9 +103,13 @@ def test_evaluate_scorecard_train_and_held_out(tmp_path, tiny_store, model_meta)
     from training.evaluate import evaluate_model
 
     model, meta = model_meta
+    said: list[str] = []
     rep = evaluate_model(model, meta, tiny_store, "2021-01-15T08:00+08:00", "2021-01-18T08:00+08:00", "12h",
-                         held_out=["Delta"], out_dir=tmp_path)
+                         held_out=["Delta"], out_dir=tmp_path, echo=said.append, batch_size=2)
     assert rep["held_out"] == ["Delta"] and "Delta" not in rep["inputs"]
+    # no terminal under pytest: the forecast's progress comes as lines (a log or CI sees it move)
+    assert said[0].startswith("forecasting 7 inits") and "forecast: 0/7 inits" in said
+    assert sum(m.startswith("forecast: ") for m in said) == 4  # batches of 2: 0, 2, 4, 6
     res = rep["results"]
     assert set(res) == {"train_stations", "held_out_stations"}
     assert {"skill_vs_persistence", "skill_vs_climatology", "skill_vs_blend"} <= set(res["train_stations"])

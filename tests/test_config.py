@@ -62,6 +62,10 @@ def test_minimal_config_and_overrides(tmp_path: Path) -> None:
     (MINIMAL, ["data.obs_vars=[obs_pm25, obs_pm25]"], "data.obs_vars", "twice"),
     ("data:\n  forcing_vars: [met_t2m]\n", [], "data.obs_vars", "required"),
     (MINIMAL, ["optim.lr"], None, "key=value"),
+    (MINIMAL, ["model.history=12", "model.diurnal_inputs=true"], "model", "column 'model': diurnal_inputs needs"),
+    # the data's history is the model's: its constraints are checked against it, at load time
+    (MINIMAL, ["data.history=12", "model.diurnal_inputs=true"], None, "needs history >= 24 h (the same hour"),
+    (MINIMAL, ["data.history=12", "model.forcing_windows=[18]"], None, "forcing_windows must lie in 2..history (12"),
 ])
 def test_bad_config_gives_clear_error(tmp_path: Path, text: str, overrides: list[str], where: str | None,
                                       words: str) -> None:

@@ -182,17 +182,13 @@ class TrainConfig(_Strict):
     @field_validator("model")
     @classmethod
     def _model(cls, m: dict[str, Any]) -> dict[str, Any]:
-        from models.config import ModelConfig
-
-        try:
-            return ModelConfig.model_validate(m or {}).model_dump(mode="json")
-        except ValidationError as ex:
-            raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {_msg(e)}" for e in ex.errors())) from None
+        return _validated_model(m)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         for key in ("history", "leads"):
             self.model[key] = getattr(self.data, key)  # data decides; the model follows
+        self.model = _validated_model(self.model)  # constraints on history/leads, against the data's values
         return self
 
     def model_config_obj(self) -> Any:
@@ -257,6 +253,17 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     except ValidationError as ex:
         raise DataError([Problem(_msg(e), file=str(path), column=".".join(str(p) for p in e["loc"]) or None)
                          for e in ex.errors()]) from None
+
+
+def _validated_model(m: dict[str, Any] | None) -> dict[str, Any]:
+    """`models.config.ModelConfig` of the `model:` section, dumped; its errors as one ValueError line."""
+    from models.config import ModelConfig
+
+    try:
+        return ModelConfig.model_validate(m or {}).model_dump(mode="json")
+    except ValidationError as ex:
+        raise ValueError("; ".join(": ".join(filter(None, (".".join(map(str, e["loc"])), _msg(e))))
+                                   for e in ex.errors())) from None
 
 
 def _msg(err: dict[str, Any]) -> str:

@@ -148,8 +148,9 @@ def add_met_error(sample: dict[str, np.ndarray], forcing_names: list[str], histo
 
 
 def run_model(model: Any, sampler, batch_size: int = 16, met_error: bool = False, seed: int = 0,
-              forcing_names: list[str] | None = None) -> np.ndarray:
-    """Forecast every sampler item -> [N, L, 2, 3, Y, X] float32 (ug m-3)."""
+              forcing_names: list[str] | None = None, echo=None) -> np.ndarray:
+    """Forecast every sampler item -> [N, L, 2, 3, Y, X] float32 (ug m-3). Progress: a bar on a terminal for
+    long runs; with `echo` and no bar (a log, CI), about ten `forecast: i/N inits` lines instead."""
     import torch
 
     keys = ("obs", "obs_mask", "forcing", "forcing_mask", "static")
@@ -159,8 +160,12 @@ def run_model(model: Any, sampler, batch_size: int = 16, met_error: bool = False
     from tqdm.auto import tqdm
 
     starts = range(0, len(sampler), batch_size)
+    bar = tqdm(starts, desc="forecast", unit="batch", disable=None if len(sampler) > 64 else True)
+    every = max(1, len(starts) // 10)
     with torch.no_grad():  # a bar only for long runs (backtest chunks are short and have their own)
-        for b0 in tqdm(starts, desc="forecast", unit="batch", disable=None if len(sampler) > 64 else True):
+        for k, b0 in enumerate(bar):
+            if echo and bar.disable and k % every == 0:
+                echo(f"forecast: {b0}/{len(sampler)} inits")
             items = [sampler[i] for i in range(b0, min(b0 + batch_size, len(sampler)))]
             if met_error:
                 for it in items:
@@ -194,10 +199,11 @@ def station_split(ds, meta: dict[str, Any], held_out: list[str] | None = None) -
 
 
 def forecast_at_stations(model: Any, meta: dict[str, Any], ds, inits: np.ndarray, inputs: list[str],
-                         batch_size: int = 16, met_error: bool = False) -> tuple[np.ndarray, np.ndarray, list]:
+                         batch_size: int = 16, met_error: bool = False,
+                         echo=None) -> tuple[np.ndarray, np.ndarray, list]:
     """-> (pred [N, L, 2, 3, S], obs [N, L, 2, S] NaN-missing, station names); inputs = stations fed to obs."""
     sampler, _ = make_sampler(ds, inits, meta, model, input_stations=inputs)
-    fc = run_model(model, sampler, batch_size, met_error)
+    fc = run_model(model, sampler, batch_size, met_error, echo=echo)
     rows, cols = sampler.station_row.astype(int), sampler.station_col.astype(int)
     pred = fc[..., rows, cols]
     obs = np.stack([np.where(it["target_mask"] > 0, it["target"], np.nan) for it in
@@ -229,7 +235,9 @@ def evaluate_model(model: Any, meta: dict[str, Any], ds, t_from: str, t_to: str,
     inputs, held = station_split(ds, meta, held_out)
     if not inputs:
         raise DataError("no input stations left: every station is held out")
-    pred, obs, names = forecast_at_stations(model, meta, ds, inits, inputs, batch_size, met_error)
+    if echo:
+        echo(f"forecasting {inits.size} inits on the model grid ({len(inputs)} input stations)")
+    pred, obs, names = forecast_at_stations(model, meta, ds, inits, inputs, batch_size, met_error, echo)
     n_l = pred.shape[1]
     ds_p = pad_time(ds, inits.min() - 24 * HOUR, inits.max() + n_l * HOUR)
     ss = StationSeries(ds_p["time"].values.astype("datetime64[ns]"), names,
