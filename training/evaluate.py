@@ -225,7 +225,7 @@ def evaluate_model(model: Any, meta: dict[str, Any], ds, t_from: str, t_to: str,
     input stations and the pooled climatology for held-out ones (the GBT needs the point's own history)."""
     from models.baselines import BaselineSuite, idw_persistence
     from models.stations import StationSeries
-    from training.evaluate_gbt import acceptance, gbt_forecast, ref_mae, summary
+    from training.evaluate_gbt import acceptance, gbt_forecast, margin_interval, ref_mae, summary
     from training.metrics import evaluate_forecast
     from training.scorecard import flat_metrics, markdown, plot
 
@@ -285,6 +285,9 @@ def evaluate_model(model: Any, meta: dict[str, Any], ds, t_from: str, t_to: str,
                 results[group]["mae_ref_gbt"], results[group]["n_ref_gbt"] = ref_mae(pred[..., 1, sel], r["gbt"],
                                                                                      obs[..., sel])
             summ[group] = summary(pred[..., 1, sel], obs[..., sel], r)
+            if "gbt" in r:  # how sure the margin over the trees is: resample weeks of inits
+                summ[group]["gbt_margin_ci"] = margin_interval(pred[..., 1, sel], r["gbt"], obs[..., sel],
+                                                               block=max(1, 168 // parse_every(every)))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     notes = list(extra_notes or []) + [
