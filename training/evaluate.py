@@ -225,13 +225,14 @@ def evaluate_model(model: Any, meta: dict[str, Any], ds, t_from: str, t_to: str,
     input stations and the pooled climatology for held-out ones (the GBT needs the point's own history)."""
     from models.baselines import BaselineSuite, idw_persistence
     from models.stations import StationSeries
-    from training.evaluate_gbt import acceptance, gbt_forecast, margin_interval, ref_mae, summary
+    from training.evaluate_gbt import acceptance, block_inits, gbt_forecast, margin_interval, ref_mae, summary
     from training.metrics import evaluate_forecast
     from training.scorecard import flat_metrics, markdown, plot
 
     t0, _ = parse_time(t_from, "--from")
     t1, _ = parse_time(t_to, "--to")
-    inits = init_times(t0, t1, parse_every(every))
+    every_h = parse_every(every)
+    inits = init_times(t0, t1, every_h)
     inputs, held = station_split(ds, meta, held_out)
     if not inputs:
         raise DataError("no input stations left: every station is held out")
@@ -287,11 +288,11 @@ def evaluate_model(model: Any, meta: dict[str, Any], ds, t_from: str, t_to: str,
             summ[group] = summary(pred[..., 1, sel], obs[..., sel], r)
             if "gbt" in r:  # how sure the margin over the trees is: resample weeks of inits
                 summ[group]["gbt_margin_ci"] = margin_interval(pred[..., 1, sel], r["gbt"], obs[..., sel],
-                                                               block=max(1, 168 // parse_every(every)))
+                                                               block=block_inits(every_h))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     notes = list(extra_notes or []) + [
-        f"inits {inits[0]} .. {inits[-1]} UTC every {parse_every(every)} h ({inits.size})",
+        f"inits {inits[0]} .. {inits[-1]} UTC every {every_h} h ({inits.size})",
         f"input stations: {', '.join(inputs)}", f"held-out stations: {', '.join(held) or 'none'}",
         "meteorology over the horizon: " + ("observed + synthetic forecast error (--met-error)" if met_error
                                             else "the observed weather, used as a perfect forecast"),

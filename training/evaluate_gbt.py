@@ -111,6 +111,14 @@ def ref_mae(pred50: np.ndarray, ref50: np.ndarray, obs: np.ndarray) -> tuple[np.
     return sc["mae"], sc["n"]
 
 
+BLOCK_H = 168  # the margin's bootstrap resamples weeks of inits: one weather regime's errors travel together
+
+
+def block_inits(every_h: int) -> int:
+    """Inits per bootstrap block of about BLOCK_H hours at one init every `every_h` hours."""
+    return max(1, BLOCK_H // every_h)
+
+
 def margin_interval(pred50: np.ndarray, ref50: np.ndarray, obs: np.ndarray, block: int, n_boot: int = 1000,
                     seed: int = 0, level: float = 0.90) -> np.ndarray:
     """`level` interval [2, L, 2] of the margin 1 - MAE(pred) / MAE(ref) by lead and species, by a block bootstrap
@@ -159,7 +167,7 @@ def acceptance(results: dict, summ: dict) -> list[tuple[str, bool | None, str]]:
             det = "skill " + " / ".join(f"{x:+.2f}" for x in v)
             if "gbt_margin_ci" in st:  # [2, L, 2] from `margin_interval`
                 ci = st["gbt_margin_ci"]
-                det += (" (90 % interval, 7-day blocks: " + " / ".join(
+                det += (f" (90 % interval, {BLOCK_H // 24}-day blocks: " + " / ".join(
                     f"{ci[0, ld - 1, i]:+.2f}…{ci[1, ld - 1, i]:+.2f}" for ld in leads) + ")")
             rows.append((f"{sp}: deep MAE ≥ 10 % below GBT at {lt} (training stations)",
                          bool(np.all(np.array(v) >= 0.10)), det))

@@ -31,11 +31,6 @@ def lagged_p50(preds: list[np.ndarray], weights: list[float]) -> np.ndarray:
     return np.expm1(num / den)
 
 
-def mae_by_lead(p50: np.ndarray, obs: np.ndarray, ok: np.ndarray) -> np.ndarray:
-    """[N, L, 2, S] -> [L, 2], on the samples `ok` only."""
-    return np.nanmean(np.where(ok, np.abs(p50 - obs), np.nan), axis=(0, 3))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
@@ -49,7 +44,8 @@ def main() -> None:
 
     from features.store import open_store
     from training import evaluate as ev
-    from training.evaluate_gbt import gbt_forecast, margin_interval
+    from training.evaluate_gbt import block_inits, gbt_forecast, margin_interval
+    from training.metrics import basic_scores, mae_skill
 
     torch.set_num_threads(2)
     net, meta = ev.load_model(a.model)
@@ -58,34 +54,37 @@ def main() -> None:
     t1, _ = ev.parse_time(a.t_to, "--to")
     inits = ev.init_times(t0 + a.lags * ev.HOUR, t1, a.every)
     inputs, _ = ev.station_split(ds, meta, None)
-    preds, obs = [], None
+    preds, obs, names = [], None, []
     for k in range(a.lags + 1):
         tic = time.time()
         p, o, names = ev.forecast_at_stations(net, meta, ds, inits - k * ev.HOUR, inputs)
-        preds.append(p[..., np.isin(list(names), inputs)])
+        at_inputs = np.isin(list(names), inputs)
+        preds.append(p[..., at_inputs])
         if k == 0:
-            obs = o[..., np.isin(list(names), inputs)]
+            obs = o[..., at_inputs]
         print(f"issued {k} h early: {len(inits)} inits in {time.time() - tic:.0f} s", flush=True)
     names = list(names)
     n_l = preds[0].shape[1]
     ds_p = ev.pad_time(ds, inits.min() - 24 * ev.HOUR, inits.max() + n_l * ev.HOUR)
     g, _ = gbt_forecast(ds_p, meta, inits, inputs, names, n_l, t0, a.store)
     gbt = g[:, :, :, 1][..., np.isin(names, inputs)]
-    ok = np.isfinite(obs) & np.isfinite(gbt)
-    rows = {"GBT reference": mae_by_lead(gbt, obs, ok), "issued at t (k = 0)": mae_by_lead(preds[0][:, :, :, 1],
-                                                                                           obs, ok)}
+    obs = np.where(np.isfinite(gbt), obs, np.nan)  # the samples the GBT forecasts too
+
+    def mae(p50: np.ndarray) -> np.ndarray:
+        return basic_scores(p50, obs)["mae"]
+
+    rows = {"GBT reference": mae(gbt), "issued at t (k = 0)": mae(preds[0][:, :, :, 1])}
     for kk in range(1, a.lags + 1):
         for label, w in (("equal", lambda k: 1.0), ("0.7^k", lambda k: 0.7 ** k)):
-            rows[f"mean of k = 0..{kk}, {label}"] = mae_by_lead(
-                lagged_p50(preds[: kk + 1], [w(k) for k in range(kk + 1)]), obs, ok)
-    print(f"\n{len(inits)} inits every {a.every} h, {int(ok.sum())} samples; MAE ug m-3 at leads "
+            rows[f"mean of k = 0..{kk}, {label}"] = mae(lagged_p50(preds[: kk + 1], [w(k) for k in range(kk + 1)]))
+    print(f"\n{len(inits)} inits every {a.every} h, {int(np.isfinite(obs).sum())} samples; MAE ug m-3 at leads "
           + " / ".join(map(str, LEADS_SHOWN)))
     print("| forecast | PM2.5 | O3 |\n|---|---|---|")
     for name, m in rows.items():
         cells = [" / ".join(f"{m[lead - 1, s]:.2f}" for lead in LEADS_SHOWN) for s in (0, 1)]
         print(f"| {name} | {cells[0]} | {cells[1]} |")
-    iv = margin_interval(preds[0][:, :, :, 1], gbt, np.where(ok, obs, np.nan), block=max(1, 168 // a.every))
-    point = 1 - rows["issued at t (k = 0)"] / rows["GBT reference"]
+    iv = margin_interval(preds[0][:, :, :, 1], gbt, obs, block=block_inits(a.every))
+    point = mae_skill(preds[0][:, :, :, 1], gbt, obs)
     print("\nmargin of k = 0 over the GBT [90 % block-bootstrap interval, 7-day blocks]")
     for s, sp in enumerate(("PM2.5", "O3")):
         print(f"{sp}: " + "; ".join(f"{lead} h {100 * point[lead - 1, s]:.0f} % [{100 * iv[0, lead - 1, s]:.0f}, "
