@@ -48,3 +48,12 @@ def test_missing_data_dir_exits_2_without_traceback(tmp_path) -> None:
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     assert str(tmp_path / "nope") in out.stderr
+
+
+@pytest.mark.parametrize("args, says", [(["forecast"], "No such command 'forecast'"),
+                                        (["evaluate", "--nosuch"], "No such option: --nosuch")])
+def test_usage_errors_exit_2_with_usage_not_traceback(args: list[str], says: str) -> None:
+    out = _aqcast(*args)
+    assert out.returncode == 2
+    assert says in out.stderr and "Usage" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -56,10 +56,20 @@ def main() -> None:
     except typer.Abort:
         typer.secho("aborted", err=True)
         sys.exit(130)
-    except Exception as ex:  # click usage errors
-        import click
+    except _click_errors() as ex:  # usage errors: unknown command or option, bad value
+        ex.show()
+        sys.exit(ex.exit_code)
 
-        if isinstance(ex, click.exceptions.ClickException):
-            ex.show()
-            sys.exit(ex.exit_code)
-        raise
+
+def _click_errors() -> tuple[type[Exception], ...]:
+    """ClickException as raised by the installed typer: click's own, and the copy typer >= 0.2x vendors as
+    `typer._click` (its usage errors are not click's, so catching click's alone let them out as tracebacks)."""
+    import importlib
+
+    found = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(importlib.import_module(name).ClickException)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
