@@ -11,7 +11,9 @@ static elevation. Training period: the first 14 days.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -205,3 +207,12 @@ def write_uci_dir(path, n_days: int = 40, start: str = "2021-01-01", seed: int =
 def tiny_raw_dir(tmp_path_factory: pytest.TempPathFactory):
     """A 40-day, 3-station raw data directory in the UCI layout (no NetCDF inputs)."""
     return write_uci_dir(tmp_path_factory.mktemp("raw") / "data")
+
+
+def load_script(name: str):
+    """A script of docs/scorecard/ imported as a module (its `main` not run)."""
+    path = Path(__file__).resolve().parents[1] / "docs" / "scorecard" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

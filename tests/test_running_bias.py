@@ -1,17 +1,10 @@
 """docs/scorecard/running_bias.py: the running bias correction uses only errors verified by each init."""
-import importlib.util
-from pathlib import Path
-
 import numpy as np
-
-SCRIPT = Path(__file__).resolve().parents[1] / "docs" / "scorecard" / "running_bias.py"
+from conftest import load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("running_bias", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("running_bias")
 
 
 def _series(rng, n=80, n_l=12, every=6):

@@ -1,19 +1,12 @@
 """docs/scorecard/score_contract.py: scores a backtest-contract CSV against the raw station files."""
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from conftest import write_uci_dir
-
-SCRIPT = Path(__file__).resolve().parents[1] / "docs" / "scorecard" / "score_contract.py"
+from conftest import load_script, write_uci_dir
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("score_contract", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("score_contract")
 
 
 def test_scores_p50_error_and_band_by_the_contracts_columns(tmp_path):

@@ -32,26 +32,20 @@ def lagged_p50(preds: list[np.ndarray], weights: list[float]) -> np.ndarray:
 
 
 def main() -> None:
+    from script_inputs import add_period, gbt_p50, load  # this folder: first on sys.path when run as a script
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--store", required=True)
     ap.add_argument("--lags", type=int, default=3)
     ap.add_argument("--every", type=int, default=30, help="hours between inits")
-    ap.add_argument("--from", dest="t_from", default="2015-03-01T00:00+08:00")
-    ap.add_argument("--to", dest="t_to", default="2016-02-29T23:00+08:00")
+    add_period(ap)
     a = ap.parse_args()
-    import torch
-
-    from features.store import open_store
     from training import evaluate as ev
-    from training.evaluate_gbt import block_inits, gbt_forecast, margin_interval
+    from training.evaluate_gbt import block_inits, margin_interval
     from training.metrics import basic_scores, mae_skill
 
-    torch.set_num_threads(2)
-    net, meta = ev.load_model(a.model)
-    ds = open_store(a.store)
-    t0, _ = ev.parse_time(a.t_from, "--from")
-    t1, _ = ev.parse_time(a.t_to, "--to")
+    net, meta, ds, t0, t1 = load(a)
     inits = ev.init_times(t0 + a.lags * ev.HOUR, t1, a.every)
     inputs, _ = ev.station_split(ds, meta, None)
     preds, obs, names = [], None, []
@@ -65,9 +59,7 @@ def main() -> None:
         print(f"issued {k} h early: {len(inits)} inits in {time.time() - tic:.0f} s", flush=True)
     names = list(names)
     n_l = preds[0].shape[1]
-    ds_p = ev.pad_time(ds, inits.min() - 24 * ev.HOUR, inits.max() + n_l * ev.HOUR)
-    g, _ = gbt_forecast(ds_p, meta, inits, inputs, names, n_l, t0, a.store)
-    gbt = g[:, :, :, 1][..., np.isin(names, inputs)]
+    gbt = gbt_p50(ds, meta, inits, inputs, names, n_l, t0, a.store)
     obs = np.where(np.isfinite(gbt), obs, np.nan)  # the samples the GBT forecasts too
 
     def mae(p50: np.ndarray) -> np.ndarray:

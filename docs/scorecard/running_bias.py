@@ -45,27 +45,21 @@ def running_log_bias(p50: np.ndarray, obs: np.ndarray, every_h: int, days: int, 
 
 
 def main() -> None:
+    from script_inputs import add_period, gbt_p50, load  # this folder: first on sys.path when run as a script
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--store", required=True)
     ap.add_argument("--every", type=int, default=6, help="hours between inits")
     ap.add_argument("--days", type=int, nargs="+", default=[3, 7, 14, 30])
     ap.add_argument("--shrink", type=float, default=0.5)
-    ap.add_argument("--from", dest="t_from", default="2015-03-01T00:00+08:00")
-    ap.add_argument("--to", dest="t_to", default="2016-02-29T23:00+08:00")
+    add_period(ap)
     a = ap.parse_args()
-    import torch
-
-    from features.store import open_store
     from training import evaluate as ev
-    from training.evaluate_gbt import block_inits, gbt_forecast, margin_interval
+    from training.evaluate_gbt import block_inits, margin_interval
     from training.metrics import basic_scores, mae_skill
 
-    torch.set_num_threads(2)
-    net, meta = ev.load_model(a.model)
-    ds = open_store(a.store)
-    t0, _ = ev.parse_time(a.t_from, "--from")
-    t1, _ = ev.parse_time(a.t_to, "--to")
+    net, meta, ds, t0, t1 = load(a)
     inits = ev.init_times(t0, t1, a.every)
     inputs, _ = ev.station_split(ds, meta, None)
     tic = time.time()
@@ -74,10 +68,7 @@ def main() -> None:
     names = list(names)
     at_inputs = np.isin(names, inputs)
     deep, obs = p[..., at_inputs][:, :, :, 1], obs[..., at_inputs]
-    n_l = deep.shape[1]
-    ds_p = ev.pad_time(ds, inits.min() - 24 * ev.HOUR, inits.max() + n_l * ev.HOUR)
-    g, _ = gbt_forecast(ds_p, meta, inits, inputs, names, n_l, t0, a.store)
-    gbt = g[:, :, :, 1][..., at_inputs]
+    gbt = gbt_p50(ds, meta, inits, inputs, names, deep.shape[1], t0, a.store)
     scored = np.where(np.isfinite(gbt) & np.isfinite(deep), obs, np.nan)  # the samples both forecast
 
     def row(name: str, d: np.ndarray, t: np.ndarray) -> str:

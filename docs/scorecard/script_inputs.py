@@ -1,0 +1,38 @@
+"""What the validation-year scripts here share: their period options, the model and store, the trees' P50."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+
+
+def add_period(ap: argparse.ArgumentParser) -> None:
+    """--from / --to of the validation year (Beijing time), as in the committed scorecards."""
+    ap.add_argument("--from", dest="t_from", default="2015-03-01T00:00+08:00")
+    ap.add_argument("--to", dest="t_to", default="2016-02-29T23:00+08:00")
+
+
+def load(a: argparse.Namespace) -> tuple[Any, dict, Any, np.datetime64, np.datetime64]:
+    """(network, its metadata, the store, first and last init in UTC) for `--model`, `--store` and the period."""
+    import torch
+
+    from features.store import open_store
+    from training import evaluate as ev
+
+    torch.set_num_threads(2)
+    net, meta = ev.load_model(a.model)
+    t0, _ = ev.parse_time(a.t_from, "--from")
+    t1, _ = ev.parse_time(a.t_to, "--to")
+    return net, meta, open_store(a.store), t0, t1
+
+
+def gbt_p50(ds, meta: dict, inits: np.ndarray, inputs: list[str], names: list[str], n_l: int,
+            t0: np.datetime64, store: str) -> np.ndarray:
+    """The GBT reference's P50 [N, L, 2, S_inputs] at the input stations (fitted or read from the cache)."""
+    from training import evaluate as ev
+    from training.evaluate_gbt import gbt_forecast
+
+    ds_p = ev.pad_time(ds, inits.min() - 24 * ev.HOUR, inits.max() + n_l * ev.HOUR)
+    g, _ = gbt_forecast(ds_p, meta, inits, inputs, names, n_l, t0, store)
+    return g[:, :, :, 1][..., np.isin(names, inputs)]
