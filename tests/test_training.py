@@ -265,3 +265,36 @@ def test_cosine_is_fitted_to_the_time_budget_and_kept_on_resume(tiny_store_path:
     assert b.sched_total == 900
     assert AQModule(load_config(TINY, ["optim.schedule_steps=40"]), dm.channels,
                     json.loads(dm.ds.attrs["norm_stats"])).sched_total == 40
+
+
+def test_a_pinned_schedule_the_cap_would_cut_short_is_kept_with_a_warning(tiny_store_path: Path, caplog) -> None:
+    """With `optim.schedule_steps` pinned the probe does not shorten the cosine, but says when the cap would stop
+    training with the learning rate still high; an unpinned one is fitted and says nothing."""
+    from training.config import load_config
+    from training.datamodule import AQDataModule
+    from training.module import AQModule
+
+    dm = AQDataModule(load_config(TINY), tiny_store_path)
+    dm.setup()
+
+    class AtStep120(AQModule):
+        global_step = 120  # no trainer: the probe reads the step count from here
+
+    def probe(overrides: list[str]) -> AQModule:
+        m = AtStep120(load_config(TINY, overrides), dm.channels, json.loads(dm.ds.attrs["norm_stats"]))
+        m._clock = (time.monotonic() - 120 * 0.84, 0)  # 0.84 s a step so far, as on a slow 2-core VM
+        m.on_train_batch_end(None, None, 0)
+        return m
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="training.module"):
+        pinned = probe(["optim.max_minutes=12.5", "optim.schedule_steps=2184"])
+    assert pinned.sched_total == 2184
+    assert any("pinned schedule's 2184 steps" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="training.module"):
+        fitted = probe(["optim.max_minutes=12.5"])
+        roomy = probe(["optim.max_minutes=60", "optim.schedule_steps=2184"])
+    assert fitted.sched_total is not None  # fitted to the cap by the same probe
+    assert roomy.sched_total == 2184
+    assert not caplog.records

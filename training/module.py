@@ -7,6 +7,7 @@ entries for a skill reference.
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Any
@@ -149,6 +150,7 @@ class AQModule(L.LightningModule):
         self.sched_total: int | None = cfg.optim.schedule_steps  # cosine length; fitted to the budget if None
         self._clock: tuple[float, int] | None = None
         self._planned = 1
+        self._schedule_checked = False  # the speed probe ran (fits or checks the cosine once a run)
         self.persist_idx = [channels["obs"].index(f"obs_{s}") if f"obs_{s}" in channels["obs"] else -1
                             for s in SPECIES]
 
@@ -164,8 +166,6 @@ class AQModule(L.LightningModule):
             diff = check_station_forward(self.net, batch)
             self.fast = diff < 1e-3 * max(1.0, float(batch["target"].abs().max()))
             if not self.fast:
-                import logging
-
                 logging.getLogger(__name__).warning("station-only forward differs from the model's forward "
                                                     "(max diff %.3g): training on the full grid", diff)
         if self.fast:
@@ -265,17 +265,27 @@ class AQModule(L.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """After PROBE_STEPS steps, shorten the cosine so that it ends within `max_minutes` (85 % of the
         remaining time, leaving room for validation) at the speed measured so far. Fixed once, logged,
-        and saved in checkpoints, so a resumed run keeps its schedule (MLflow: `lr_schedule_steps`)."""
+        and saved in checkpoints, so a resumed run keeps its schedule (MLflow: `lr_schedule_steps`). A pinned
+        schedule (`optim.schedule_steps`) is kept, with a warning when the cap would cut it below 60 %."""
         o = self.cfg.optim
-        if self.sched_total is not None or not o.max_minutes or self._clock is None:
+        if self._schedule_checked or not o.max_minutes or self._clock is None:
             return
         t0, s0 = self._clock
         done = int(self.global_step) - s0
         if done < min(self.PROBE_STEPS, max(1, self._planned // 4)):
             return
         spent = time.monotonic() - t0
-        self.sched_total = budget_steps(self._planned, int(self.global_step), spent / done,
-                                        0.85 * o.max_minutes * 60 - spent)
+        self._schedule_checked = True
+        fit = budget_steps(self.sched_total or self._planned, int(self.global_step), spent / done,
+                           0.85 * o.max_minutes * 60 - spent)
+        if self.sched_total is None:
+            self.sched_total = fit
+        elif fit < 0.6 * self.sched_total:  # a pinned cosine the cap will cut with the learning rate still high
+            logging.getLogger(__name__).warning(
+                "at %.2f s a step the %.1f-min cap allows about %d of the pinned schedule's %d steps: training "
+                "will stop before the learning rate decays (skill drops, docs/decisions.md M22): raise "
+                "optim.max_minutes, or set optim.schedule_steps=null to fit the cosine to the cap",
+                spent / done, o.max_minutes, fit, self.sched_total)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lr_schedule_steps"] = self.sched_total
