@@ -12,12 +12,11 @@ the validation year's MAE and median error (forecast − observation) at 1 / 24 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 
-TRAIN = ("2013-03-01T00", "2015-02-28T23")  # Beijing time, as configs/beijing.yaml
-VALID = ("2015-03-01T00", "2016-02-29T23")
-HELD_OUT = ("Dongsi", "Dingling")
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "beijing.yaml"  # periods and held-out stations
 
 
 def main() -> None:
@@ -29,18 +28,20 @@ def main() -> None:
     from features.store import open_store
     from models import gbt
     from training.baseline_report import init_indices, series_from_store
+    from training.config import load_config
+    from training.evaluate import parse_time
 
+    data = load_config(CONFIG).data
     full = series_from_store(open_store(a.store))
-    local = full.times + 8 * np.timedelta64(1, "h")
+    local = full.times + np.timedelta64(int(full.utc_offset_h * 3600), "s")
     month = local.astype("datetime64[M]").astype(int) % 12 + 1
     year = local.astype("datetime64[Y]").astype(int) + 1970 - (month < 3)  # years from 1 March
     for yr in np.unique(year):
         sel = year == yr
         print(f"year from March {yr}: mean PM2.5 {np.nanmean(full.values['pm25'][sel]):.1f}, "
               f"O3 {np.nanmean(full.values['o3'][sel]):.1f} ug m-3 ({sel.sum()} h)")
-    ss = full.subset([i for i, s in enumerate(full.stations) if s not in HELD_OUT])
-    h = np.timedelta64(1, "h")
-    tr0, tr1, va0, va1 = (np.datetime64(t) - 8 * h for t in TRAIN + VALID)
+    ss = full.subset([i for i, s in enumerate(full.stations) if s not in data.held_out_stations])
+    tr0, tr1, va0, va1 = (parse_time(t, "period")[0] for t in (*data.train_period, *data.val_period))
     tr_init = init_indices(ss, tr0, tr1, 1, 72, valid_inside=True)[::3]
     va_init = init_indices(ss, va0, va1, a.every, 72)
     va_init = va_init[va_init + 72 < ss.times.size]
