@@ -175,10 +175,12 @@ def run_training(cfg: TrainConfig, store: str | None = None, data: str | None = 
 
     from training import tracking
     from training.datamodule import AQDataModule
+    from training.heap import retain_freed_memory
     from training.module import AQModule
 
     t0 = time.monotonic()
     torch.set_num_threads(cfg.optim.num_threads)
+    retain_freed_memory()  # ~15 % faster steps where page faults are dear (VMs); M23
     store_path = resolve_store(cfg, store, data, echo)
     if resume:
         run_dir = find_resumable(cfg, run_name or cfg.tracking.run_name)

@@ -1,9 +1,10 @@
 """What `model.members` costs: one training step per member count, and one exported forecast per artifact.
 
-    python docs/scorecard/ensemble_cost.py STORE [--members 1 2 3] [--artifacts DIR ...]
+    python docs/scorecard/ensemble_cost.py STORE [--members 1 2 3] [--artifacts DIR ...] [--plain-heap]
 
 Training step: batch of the Beijing config (`configs/beijing.yaml`, `model.members=M`) from STORE, forward +
-backward + AdamW at the station cells as in training, 2 threads, median of 15 after 3 warm-up steps.
+backward + AdamW at the station cells as in training, 2 threads, median of 15 after 3 warm-up steps, with malloc keeping freed memory as `aqcast train` does
+(`training.heap`, M23) unless `--plain-heap`.
 Artifact: one 72-h forecast of the artifact's whole grid (batch 1, random inputs in range) with onnxruntime,
 2 threads, median of 20 after 3 warm-up runs.
 """
@@ -76,8 +77,13 @@ def main() -> None:
     ap.add_argument("store")
     ap.add_argument("--members", type=int, nargs="*", default=[1, 2, 3])
     ap.add_argument("--artifacts", nargs="*", default=[])
+    ap.add_argument("--plain-heap", action="store_true", help="glibc's default malloc (before M23)")
     a = ap.parse_args()
     torch.set_num_threads(2)
+    if not a.plain_heap:
+        from training.heap import retain_freed_memory
+
+        retain_freed_memory()
     print("| what | members | median |\n|---|---|---|")
     for m in a.members:
         print(f"| training step, batch 16 | {m} | {step_seconds(a.store, m):.3f} s |")
