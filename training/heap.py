@@ -4,9 +4,10 @@ Each training step allocates and frees tens of arrays of 10-50 MB (the encoder's
 activations and their gradients). glibc serves blocks that large with a fresh `mmap` and returns them on
 `free`, so every step touches its pages anew: on the Beijing config about 1.8 million page faults in 18 steps,
 which a virtual machine pays dearly for. Disabling `mmap` for allocations and raising the trim threshold keeps
-those pages in the heap and reuses them (decision M23: 0.83 -> 0.70 s a step on the 2-core AMD VM of the tenth
-round). The same as starting Python with MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1073741824, but set from
-inside the process, so `aqcast train` needs no wrapper. Resident memory then stays near its peak (+3 % here).
+those pages in the heap and reuses them (decision M23: 0.88 -> 0.71 s a step, median of three runs, on the
+2-core AMD VM of the tenth round). The same as starting Python with MALLOC_MMAP_MAX_=0
+MALLOC_TRIM_THRESHOLD_=1073741824, but set from inside the process, so `aqcast train` needs no wrapper.
+Resident memory then stays near its peak (+3 % here).
 """
 from __future__ import annotations
 
@@ -19,16 +20,12 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 TRIM_BYTES = 1 << 30
 
-_done = False
-
 
 def retain_freed_memory() -> bool:
     """Tell glibc's malloc to keep freed blocks for reuse; True if it took effect (False off glibc/Linux).
 
-    Process-wide and idempotent; called by `aqcast train` before the first batch, never at import."""
-    global _done
-    if _done:
-        return True
+    Process-wide; calling it again sets the same values. Called by `aqcast train` before the first batch, never
+    at import."""
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -37,7 +34,7 @@ def retain_freed_memory() -> bool:
     except (OSError, AttributeError):  # musl and others have no mallopt
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    _done = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_BYTES))
-    if _done:
+    ok = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_BYTES))
+    if ok:
         logging.getLogger(__name__).info("malloc keeps freed memory for reuse (no mmap, trim at 1 GiB)")
-    return _done
+    return ok

@@ -3,8 +3,8 @@
     python docs/scorecard/ensemble_cost.py STORE [--members 1 2 3] [--artifacts DIR ...] [--plain-heap]
 
 Training step: batch of the Beijing config (`configs/beijing.yaml`, `model.members=M`) from STORE, forward +
-backward + AdamW at the station cells as in training, 2 threads, median of 15 after 3 warm-up steps, with malloc keeping freed memory as `aqcast train` does
-(`training.heap`, M23) unless `--plain-heap`.
+backward + AdamW at the station cells as in training, 2 threads, median of 15 after 3 warm-up steps, with
+malloc keeping freed memory as `aqcast train` does (`training.heap`, M23) unless `--plain-heap`.
 Artifact: one 72-h forecast of the artifact's whole grid (batch 1, random inputs in range) with onnxruntime,
 2 threads, median of 20 after 3 warm-up runs.
 """
