@@ -32,21 +32,27 @@ def gather_stations(pred: torch.Tensor, station_row: torch.Tensor, station_col: 
 
 def masked_pinball(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, station_row: torch.Tensor,
                    station_col: torch.Tensor, quantiles: Sequence[float] = (0.1, 0.5, 0.9),
-                   space: str = "log1p", species_weight: Sequence[float] | None = None) -> torch.Tensor:
+                   space: str = "log1p", species_weight: Sequence[float] | None = None,
+                   species_scale: Sequence[float] | None = None) -> torch.Tensor:
     """Mean pinball loss over observed (mask==1) station/lead/species entries and quantiles.
 
     pred [B, L, 2, Q, Y, X] (ug m-3), target/mask [B, L, 2, S], station_row/col [B, S] (or [S]).
     Entries with mask==0 contribute neither value nor gradient, whatever their target (NaN included).
     `space`: loss computed after `transform` (log1p default; see `training.baseline_report` for the
-    comparison). Returns 0 (with grad) when nothing is observed.
+    comparison). `species_scale` (ug m-3 per species, default 1): prediction and target are divided by it
+    before the transform, so with log1p an error counts about absolutely below that level and relatively above.
+    Returns 0 (with grad) when nothing is observed.
     """
     if station_row.dim() == 1:
         station_row = station_row.unsqueeze(0).expand(pred.shape[0], -1)
         station_col = station_col.unsqueeze(0).expand(pred.shape[0], -1)
-    p = transform(gather_stations(pred, station_row, station_col), space)  # [B, L, 2, Q, S]
+    p = gather_stations(pred, station_row, station_col)  # [B, L, 2, Q, S]
     keep = (mask > 0.5).unsqueeze(3)  # [B, L, 2, 1, S]
-    safe_t = torch.where(mask > 0.5, target, torch.zeros_like(target))
-    t = transform(safe_t, space).unsqueeze(3)
+    t = torch.where(mask > 0.5, target, torch.zeros_like(target)).unsqueeze(3)
+    if species_scale is not None:
+        sc = torch.as_tensor(list(species_scale), dtype=p.dtype, device=p.device).reshape(1, 1, -1, 1, 1)
+        p, t = p / sc, t / sc
+    p, t = transform(p, space), transform(t, space)
     q = torch.as_tensor(list(quantiles), dtype=p.dtype, device=p.device).reshape(1, 1, 1, -1, 1)
     err = torch.where(keep, t - p, torch.zeros_like(p))
     loss = torch.maximum(q * err, (q - 1.0) * err)

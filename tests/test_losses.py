@@ -56,3 +56,20 @@ def test_pinball_values_linear():
     loss = masked_pinball(pred, target, mask, idx, idx, space="linear")
     assert torch.isclose(loss, torch.tensor(10.0 * (0.1 + 0.5 + 0.9) / 3))
     assert masked_pinball(pred, target, torch.zeros_like(mask), idx, idx) == 0
+
+
+def test_species_scale_divides_each_species_before_the_transform():
+    pred = torch.zeros(1, 1, 2, 3, 1, 1)
+    pred[:, :, :, 1] = 10.0  # P10 = P90 = 0, P50 = 10 for both species; target 30
+    target = torch.full((1, 1, 2, 1), 30.0)
+    mask = torch.ones(1, 1, 2, 1)
+    idx = torch.zeros(1, 1, dtype=torch.long)
+    plain = masked_pinball(pred, target, mask, idx, idx)
+    assert torch.equal(plain, masked_pinball(pred, target, mask, idx, idx, species_scale=(1.0, 1.0)))
+    scaled = masked_pinball(pred, target, mask, idx, idx, species_scale=(1.0, 40.0))
+    pm25 = 0.1 * torch.log1p(torch.tensor(30.0)) + 0.5 * (torch.log1p(torch.tensor(30.0)) - torch.log1p(
+        torch.tensor(10.0))) + 0.9 * torch.log1p(torch.tensor(30.0))
+    o3 = 0.1 * torch.log1p(torch.tensor(0.75)) + 0.5 * (torch.log1p(torch.tensor(0.75)) - torch.log1p(
+        torch.tensor(0.25))) + 0.9 * torch.log1p(torch.tensor(0.75))
+    assert torch.isclose(scaled, (pm25 + o3) / 6)
+    assert scaled < plain  # ozone's error of 20 at 10 -> 30 counts less when 40 ug m-3 is the scale

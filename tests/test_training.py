@@ -291,6 +291,7 @@ def test_a_pinned_schedule_the_cap_would_cut_short_is_kept_with_a_warning(tiny_s
         pinned = probe(["optim.max_minutes=12.5", "optim.schedule_steps=2184"])
     assert pinned.sched_total == 2184
     assert any("pinned schedule's 2184 steps" in r.getMessage() for r in caplog.records)
+    assert "pinned schedule's 2184 steps" in pinned.budget_warning  # repeated by `aqcast train` at the end
     caplog.clear()
     with caplog.at_level("WARNING", logger="training.module"):
         fitted = probe(["optim.max_minutes=12.5"])
@@ -298,3 +299,4 @@ def test_a_pinned_schedule_the_cap_would_cut_short_is_kept_with_a_warning(tiny_s
     assert fitted.sched_total is not None  # fitted to the cap by the same probe
     assert roomy.sched_total == 2184
     assert not caplog.records
+    assert fitted.budget_warning is None and roomy.budget_warning is None

@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from features.calendar import COMPUTED_VARS
 from features.errors import DataError, Problem
@@ -150,6 +158,9 @@ class OptimConfig(_Strict):
     checkpoint_every_n_steps: int = Field(50, ge=1, description="last.ckpt refresh interval (resume point)")
     loss_space: Literal["log1p", "sqrt", "linear"] = "log1p"
     species_weight: tuple[float, float] = (1.0, 1.0)
+    species_scale: tuple[PositiveFloat, PositiveFloat] = Field(
+        (1.0, 1.0), description="PM2.5, O3 (ug m-3): both divided by it before the loss transform; with log1p an "
+        "error counts about absolutely below that level, relatively above (models.losses.masked_pinball)")
     val_check_interval: float = Field(1.0, gt=0, le=1.0, description="fraction of an epoch between validations")
     ema_decay: float | None = Field(None, gt=0, lt=1, description="exponential moving average of the weights "
                                     "(e.g. 0.998; None = off), used for validation and the registered model")

@@ -151,6 +151,7 @@ class AQModule(L.LightningModule):
         self._clock: tuple[float, int] | None = None
         self._planned = 1
         self._schedule_checked = False  # the speed probe ran (fits or checks the cosine once a run)
+        self.budget_warning: str | None = None  # the probe's warning, repeated by `aqcast train` at the end
         self.persist_idx = [channels["obs"].index(f"obs_{s}") if f"obs_{s}" in channels["obs"] else -1
                             for s in SPECIES]
 
@@ -185,7 +186,8 @@ class AQModule(L.LightningModule):
         zeros = torch.zeros(q.shape[0], n_s, dtype=torch.long)
         cols = torch.arange(n_s).expand(q.shape[0], n_s)
         return masked_pinball(q.unsqueeze(4), batch["target"], mask, zeros, cols, quantiles=self.quantiles,
-                              space=o.loss_space, species_weight=o.species_weight)
+                              space=o.loss_space, species_weight=o.species_weight,
+                              species_scale=o.species_scale)
 
     def member_losses(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """[M] masked pinball loss of each ensemble member's own forecast (M = 1 for one net)."""
@@ -281,11 +283,12 @@ class AQModule(L.LightningModule):
         if self.sched_total is None:
             self.sched_total = fit
         elif fit < 0.6 * self.sched_total:  # a pinned cosine the cap will cut with the learning rate still high
-            logging.getLogger(__name__).warning(
-                "at %.2f s a step the %.1f-min cap allows about %d of the pinned schedule's %d steps: training "
-                "will stop before the learning rate decays (skill drops, docs/decisions.md M22): raise "
-                "optim.max_minutes, or set optim.schedule_steps=null to fit the cosine to the cap",
-                spent / done, o.max_minutes, fit, self.sched_total)
+            self.budget_warning = (
+                f"at {spent / done:.2f} s a step the {o.max_minutes:.1f}-min cap allows about {fit} of the pinned "
+                f"schedule's {self.sched_total} steps: training will stop before the learning rate decays (skill "
+                "drops, docs/decisions.md M22): raise optim.max_minutes, or set optim.schedule_steps=null to fit "
+                "the cosine to the cap")
+            logging.getLogger(__name__).warning(self.budget_warning)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lr_schedule_steps"] = self.sched_total

@@ -140,6 +140,20 @@ class MlflowMetrics(L.Callback):
                       f"{m.get('val_mae_pm25_h24', float('nan')):.1f} o3 {m.get('val_mae_o3_h24', float('nan')):.1f}")
 
 
+class _NoAdverts(logging.Filter):
+    """Drops Lightning's "Tip: ... try installing ..." lines, which bury aqcast's own warnings in the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("\N{ELECTRIC LIGHT BULB} Tip:")
+
+
+def quiet_lightning_adverts() -> None:
+    """Install `_NoAdverts` once on the logger Lightning's rank-zero messages go through."""
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoAdverts) for f in log.filters):
+        log.addFilter(_NoAdverts())
+
+
 def _trainer(cfg: TrainConfig, run_dir: Path, extra: list[Any]) -> L.Trainer:
     import warnings
 
@@ -147,6 +161,7 @@ def _trainer(cfg: TrainConfig, run_dir: Path, extra: list[Any]) -> L.Trainer:
 
     warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # state.json lives there too
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    quiet_lightning_adverts()
     o = cfg.optim
     last = ModelCheckpoint(dirpath=run_dir, filename="step", save_top_k=0, save_last=True,
                            every_n_train_steps=o.checkpoint_every_n_steps)
@@ -217,6 +232,8 @@ def run_training(cfg: TrainConfig, store: str | None = None, data: str | None = 
             mlflow.set_tag("interrupted", "true")
             raise TrainingInterrupted(f"interrupted at step {trainer.global_step}; continue with "
                                       f"`aqcast train --config ... --resume --run-name {run_name}`")
+        if module.budget_warning:
+            mlflow.set_tag("budget_warning", module.budget_warning)
         best = run_dir / "best.ckpt"
         if best.is_file():
             module.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["state_dict"])
@@ -233,7 +250,8 @@ def run_training(cfg: TrainConfig, store: str | None = None, data: str | None = 
     _write_state(run_dir, status="finished", model_uri=uri)
     return {"uri": uri, "version": version, "run_id": run_id, "run_name": run_name, "run_dir": str(run_dir),
             "metrics": metrics, "per_lead": per_lead, "seconds": time.monotonic() - t0,
-            "global_step": trainer.global_step, "epochs": trainer.current_epoch}
+            "global_step": trainer.global_step, "epochs": trainer.current_epoch,
+            "warnings": [module.budget_warning] if module.budget_warning else []}
 
 
 def _calibrate(cfg: TrainConfig, module: Any, dm: Any) -> dict[str, Any] | None:
