@@ -1,5 +1,6 @@
 """Backtest output contract on the tiny store: columns, formats, off-station points, out-of-grid error."""
 import json
+import sys
 
 import numpy as np
 import pandas as pd
@@ -167,6 +168,16 @@ def test_contract_command_on_a_later_year_with_a_new_station(tmp_path, monkeypat
     monkeypatch.setenv("AQCAST_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    import training.heap
+
+    heap_calls: list[bool] = []  # which commands asked malloc to keep freed memory (M23, M25)
+    real = training.heap.retain_freed_memory
+
+    def spy() -> bool:
+        heap_calls.append(real())
+        return heap_calls[-1]
+
+    monkeypatch.setattr(training.heap, "retain_freed_memory", spy)
     app, cli = build_app(), CliRunner()
     known = dict(TINY_RAW_STATIONS) | {"Delta": (116.38, 40.00)}  # Delta: the tiny config's held-out station
     res = cli.invoke(app, ["train", "--config", "configs/tiny.yaml", "--data",
@@ -186,7 +197,9 @@ def test_contract_command_on_a_later_year_with_a_new_station(tmp_path, monkeypat
         assert "backtest: 3/3 inits" in res.stderr  # no terminal, no bar: a progress line instead
         return pd.read_csv(out, dtype={"point_id": str})
 
+    assert len(heap_calls) == 1  # `aqcast train`
     df = backtest(later, tmp_path / "fc.csv")
+    assert len(heap_calls) == 2 and all(heap_calls) == sys.platform.startswith("linux")
     assert list(df.columns) == COLUMNS and len(df) == 3 * 72 * 2 * 2
     assert set(df["init_time"]) == {f"2021-06-0{d}T00:00+08:00" for d in (3, 4, 5)}
     assert sorted(df["lead_hours"].unique()) == list(range(1, 73)) and set(df["point_id"]) == {"Echo", "nowhere"}
@@ -199,3 +212,9 @@ def test_contract_command_on_a_later_year_with_a_new_station(tmp_path, monkeypat
     assert df2[["init_time", "lead_hours", "point_id", "species"]].equals(df[["init_time", "lead_hours",
                                                                                "point_id", "species"]])
     assert np.abs(df.loc[key, "p50"].to_numpy() - df2.loc[key, "p50"].to_numpy()).max() > 0.1
+    # `aqcast evaluate` on the same later directory: scorecard written, and it keeps the heap as well
+    res = cli.invoke(app, ["evaluate", "--model", uri, "--data", str(later),
+                           "--from", "2021-06-03T00:00+08:00", "--to", "2021-06-05T00:00+08:00", "--every", "24h",
+                           "--no-gbt", "--no-mlflow", "--out", str(tmp_path / "eval")])
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert (tmp_path / "eval" / "scorecard.md").is_file() and len(heap_calls) == 4

@@ -66,9 +66,11 @@ def evaluate(
     from features.errors import DataError
     from training.evaluate import build_store_for, evaluate_model, grid_from_meta, load_model, log_to_mlflow
     from training.evaluate_gbt import training_budget
+    from training.heap import retain_freed_memory
 
     if not data and not store:
         raise DataError("give --data DIR or --store PATH")
+    retain_freed_memory()  # a third less wall time for the grid-wide forward passes on a VM (M25)
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     net, meta = load_model(model)
     if store:
@@ -112,7 +114,9 @@ def backtest(
 ) -> None:
     """Forecasts at points for every init time (only observations up to each init are used)."""
     from training.backtest import backtest_command
+    from training.heap import retain_freed_memory
 
+    retain_freed_memory()  # 46 -> 30 s for a month every 6 h on the Beijing grid (M25)
     df = backtest_command(model, data, t_from, t_to, every, points, out, met_error, seed, batch_size,
                           echo=lambda m: typer.echo(m, err=True))
     typer.echo(f"wrote {len(df)} rows to {out}")
