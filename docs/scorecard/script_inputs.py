@@ -14,13 +14,16 @@ def add_period(ap: argparse.ArgumentParser) -> None:
 
 
 def load(a: argparse.Namespace) -> tuple[Any, dict, Any, np.datetime64, np.datetime64]:
-    """(network, its metadata, the store, first and last init in UTC) for `--model`, `--store` and the period."""
+    """(network, its metadata, the store, first and last init in UTC) for `--model`, `--store` and the period;
+    malloc keeps freed memory from here on, as in `aqcast evaluate` (M25)."""
     import torch
 
     from features.store import open_store
     from training import evaluate as ev
+    from training.heap import retain_freed_memory
 
     torch.set_num_threads(2)
+    retain_freed_memory()
     net, meta = ev.load_model(a.model)
     t0, _ = ev.parse_time(a.t_from, "--from")
     t1, _ = ev.parse_time(a.t_to, "--to")
