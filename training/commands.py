@@ -70,7 +70,7 @@ def evaluate(
 
     if not data and not store:
         raise DataError("give --data DIR or --store PATH")
-    retain_freed_memory()  # a third less wall time for the grid-wide forward passes on a VM (M25)
+    retain_freed_memory()  # M25
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     net, meta = load_model(model)
     if store:
@@ -116,7 +116,7 @@ def backtest(
     from training.backtest import backtest_command
     from training.heap import retain_freed_memory
 
-    retain_freed_memory()  # 46 -> 30 s for a month every 6 h on the Beijing grid (M25)
+    retain_freed_memory()  # M25
     df = backtest_command(model, data, t_from, t_to, every, points, out, met_error, seed, batch_size,
                           echo=lambda m: typer.echo(m, err=True))
     typer.echo(f"wrote {len(df)} rows to {out}")

@@ -9,7 +9,7 @@ those pages in the heap and reuses them (decision M23: 0.88 -> 0.71 s a step, me
 MALLOC_TRIM_THRESHOLD_=1073741824, but set from inside the process, so `aqcast train` needs no wrapper.
 Resident memory then stays near its peak (+3 % in training). The verification commands, whose grid-wide
 forward passes allocate the same way, do it too (M25: `aqcast backtest` of a month every 6 h 46 -> 30 s, peak
-memory 4.5 -> 5.8 GB).
+memory 4.5 -> 5.3-6.0 GB).
 """
 from __future__ import annotations
 
