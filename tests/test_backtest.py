@@ -195,6 +195,7 @@ def test_contract_command_on_a_later_year_with_a_new_station(tmp_path, monkeypat
                                "--out", str(out)])
         assert res.exit_code == 0, (res.output, res.exception)
         assert "backtest: 3/3 inits" in res.stderr  # no terminal, no bar: a progress line instead
+        assert "no UTC offset" not in res.stderr
         return pd.read_csv(out, dtype={"point_id": str})
 
     assert len(heap_calls) == 1  # `aqcast train`
@@ -212,9 +213,12 @@ def test_contract_command_on_a_later_year_with_a_new_station(tmp_path, monkeypat
     assert df2[["init_time", "lead_hours", "point_id", "species"]].equals(df[["init_time", "lead_hours",
                                                                                "point_id", "species"]])
     assert np.abs(df.loc[key, "p50"].to_numpy() - df2.loc[key, "p50"].to_numpy()).max() > 0.1
-    # `aqcast evaluate` on the same later directory: scorecard written, and it keeps the heap as well
+    # `aqcast evaluate` on the same later directory: scorecard written, and it keeps the heap as well; a --to
+    # without an offset is read as UTC (the same last init) and said so
     res = cli.invoke(app, ["evaluate", "--model", uri, "--data", str(later),
-                           "--from", "2021-06-03T00:00+08:00", "--to", "2021-06-05T00:00+08:00", "--every", "24h",
+                           "--from", "2021-06-03T00:00+08:00", "--to", "2021-06-04T16:00", "--every", "24h",
                            "--no-gbt", "--no-mlflow", "--out", str(tmp_path / "eval")])
     assert res.exit_code == 0, (res.output, res.exception)
     assert (tmp_path / "eval" / "scorecard.md").is_file() and len(heap_calls) == 4
+    assert "warning: --to 2021-06-04T16:00 has no UTC offset" in res.stderr and "--from 2021" not in res.stderr
+    assert "2021-06-04T16:00:00" in (tmp_path / "eval" / "scorecard.md").read_text()  # the last init, in UTC

@@ -62,6 +62,8 @@ def test_minimal_config_and_overrides(tmp_path: Path) -> None:
     (MINIMAL, ["data.obs_vars=[obs_pm25, obs_pm25]"], "data.obs_vars", "twice"),
     ("data:\n  forcing_vars: [met_t2m]\n", [], "data.obs_vars", "required"),
     (MINIMAL, ["optim.lr"], None, "key=value"),
+    (MINIMAL, ["data.recent_halflife_days=365"], "data", "set max_train_samples"),
+    (MINIMAL, ["data.max_train_samples=10", "data.recent_halflife_days=0"], "data.recent_halflife_days", "greater"),
     (MINIMAL, ["model.history=12", "model.diurnal_inputs=true"], "model", "column 'model': diurnal_inputs needs"),
     # the data's history is the model's: its constraints are checked against it, at load time
     (MINIMAL, ["data.history=12", "model.diurnal_inputs=true"], None, "needs history >= 24 h (the same hour"),

@@ -143,6 +143,22 @@ def test_station_forward_matches_model(tiny_store_path: Path) -> None:
     assert check_station_forward(m.net, batch) < 1e-3
 
 
+def test_recent_training_inits_are_drawn_more_often(tiny_store_path: Path) -> None:
+    """`data.recent_halflife_days`: the epoch's subset leans to the end of the training period, no repeats."""
+    from training.config import load_config
+    from training.datamodule import AQDataModule
+
+    def ages(*extra: str) -> np.ndarray:
+        dm = AQDataModule(load_config(TINY, ["data.max_train_samples=20", *extra]), tiny_store_path)
+        dm.setup()
+        t, idx = dm.train_ds.init_times, list(dm.train_dataloader().sampler)
+        assert len(idx) == len(set(idx)) == 20 < len(t)
+        return (t.max() - t[idx]) / np.timedelta64(1, "D")
+
+    uniform, recent = ages(), ages("data.recent_halflife_days=2")
+    assert uniform.mean() > 4 and recent.mean() < 0.6 * uniform.mean()
+
+
 def _train_in_process(home: Path, store: Path, name: str, *extra: str) -> dict:
     from training.config import load_config
     from training.train import run_training

@@ -40,6 +40,15 @@ def train(
     typer.echo(res["uri"])
 
 
+def _warn_naive_times(t_from: str, t_to: str) -> None:
+    """Say so on stderr when --from / --to carry no UTC offset (read as UTC)."""
+    from training.evaluate import naive_time_warning
+
+    for ts, what in ((t_from, "--from"), (t_to, "--to")):
+        if msg := naive_time_warning(ts, what):
+            typer.secho(f"warning: {msg}", fg=typer.colors.YELLOW, err=True)
+
+
 def evaluate(
     model: str = typer.Option(..., "--model", help="models:/aqcast/3, models:/aqcast@champion, or a local path"),
     data: str = typer.Option(None, "--data", help="data directory in the ../shared/data/beijing layout"),
@@ -70,6 +79,7 @@ def evaluate(
 
     if not data and not store:
         raise DataError("give --data DIR or --store PATH")
+    _warn_naive_times(t_from, t_to)
     retain_freed_memory()  # M25
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     net, meta = load_model(model)
@@ -116,6 +126,7 @@ def backtest(
     from training.backtest import backtest_command
     from training.heap import retain_freed_memory
 
+    _warn_naive_times(t_from, t_to)
     retain_freed_memory()  # M25
     df = backtest_command(model, data, t_from, t_to, every, points, out, met_error, seed, batch_size,
                           echo=lambda m: typer.echo(m, err=True))

@@ -80,6 +80,9 @@ class DataConfig(_Strict):
                                       "P10/P90 calibration is fitted on (None: val_every_h); every init hour "
                                       "the forecasts are issued at should be among them")
     max_train_samples: int | None = Field(None, ge=1, description="random subset of train inits per epoch")
+    recent_halflife_days: float | None = Field(None, gt=0, description="draw training inits with weight "
+                                               "halving every this many days before the last one (None: "
+                                               "uniform); needs max_train_samples")
 
     @field_validator("train_period", "val_period", mode="before")
     @classmethod
@@ -134,6 +137,9 @@ class DataConfig(_Strict):
             if va_start <= tr_end:
                 raise ValueError(f"val_period starts ({self.val_period[0]}) before train_period ends "
                                  f"({self.train_period[1]}): the periods must not overlap")
+        if self.recent_halflife_days and not self.max_train_samples:
+            raise ValueError("recent_halflife_days weights a random subset of the training inits: set "
+                             "max_train_samples too")
         return self
 
 

@@ -120,6 +120,14 @@ def init_times(ds: Any, period: tuple[np.datetime64, np.datetime64], every_h: in
     return t
 
 
+def recency_weights(inits: np.ndarray, halflife_days: float) -> Any:
+    """Sampling weights of training inits: 1 at the last, halving every `halflife_days` before it."""
+    import torch
+
+    age_days = (inits.max() - inits) / np.timedelta64(1, "D")
+    return torch.as_tensor(0.5 ** (age_days / halflife_days), dtype=torch.double)
+
+
 def collate_batch(batch: dict[str, np.ndarray]) -> dict[str, Any]:
     """`WindowSampler.__getitems__` (a batch of numpy arrays) -> torch tensors, without copying."""
     import torch
@@ -171,12 +179,17 @@ class AQDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> Any:
         import torch
-        from torch.utils.data import DataLoader, RandomSampler
+        from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
         g = torch.Generator().manual_seed(self.cfg.optim.seed)
         n = self.cfg.data.max_train_samples
         n = min(n, len(self.train_ds)) if n else None
-        sampler = RandomSampler(self.train_ds, num_samples=n, generator=g)
+        if self.cfg.data.recent_halflife_days and n:
+            sampler = WeightedRandomSampler(recency_weights(self.train_ds.init_times,
+                                                            self.cfg.data.recent_halflife_days),
+                                            num_samples=n, replacement=False, generator=g)
+        else:
+            sampler = RandomSampler(self.train_ds, num_samples=n, generator=g)
         return DataLoader(self.train_ds, batch_size=self.cfg.optim.batch_size, sampler=sampler, num_workers=0,
                           drop_last=len(self.train_ds) > self.cfg.optim.batch_size, collate_fn=collate_batch)
 

@@ -41,6 +41,18 @@ def parse_time(ts: str, what: str) -> tuple[np.datetime64, str]:
     return np.datetime64(t.tz_convert("UTC").tz_localize(None).to_datetime64(), "ns"), f"{off[:3]}:{off[3:]}"
 
 
+def naive_time_warning(ts: str, what: str) -> str | None:
+    """A warning when `ts` has no UTC offset (parse_time reads it as UTC), else None."""
+    try:
+        naive = pd.Timestamp(ts).tzinfo is None
+    except (ValueError, TypeError):
+        return None  # parse_time says what is wrong with it
+    if not naive:
+        return None
+    return (f"{what} {ts} has no UTC offset and is read as UTC ({ts}+00:00, and the output says +00:00); "
+            f"for Beijing time give {ts}+08:00")
+
+
 def init_times(t0: np.datetime64, t1: np.datetime64, every_h: int) -> np.ndarray:
     """t0, t0 + every, ... <= t1 (UTC)."""
     if t1 < t0:
