@@ -40,13 +40,16 @@ def train(
     typer.echo(res["uri"])
 
 
-def _warn_naive_times(t_from: str, t_to: str) -> None:
-    """Say so on stderr when --from / --to carry no UTC offset (read as UTC)."""
+def _start_verification(t_from: str, t_to: str) -> None:
+    """What `evaluate` and `backtest` do first: say so on stderr when --from / --to carry no UTC offset (read
+    as UTC), and keep freed memory in the heap (M25)."""
     from training.evaluate import naive_time_warning
+    from training.heap import retain_freed_memory
 
     for ts, what in ((t_from, "--from"), (t_to, "--to")):
         if msg := naive_time_warning(ts, what):
             typer.secho(f"warning: {msg}", fg=typer.colors.YELLOW, err=True)
+    retain_freed_memory()
 
 
 def evaluate(
@@ -75,12 +78,10 @@ def evaluate(
     from features.errors import DataError
     from training.evaluate import build_store_for, evaluate_model, grid_from_meta, load_model, log_to_mlflow
     from training.evaluate_gbt import training_budget
-    from training.heap import retain_freed_memory
 
     if not data and not store:
         raise DataError("give --data DIR or --store PATH")
-    _warn_naive_times(t_from, t_to)
-    retain_freed_memory()  # M25
+    _start_verification(t_from, t_to)
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     net, meta = load_model(model)
     if store:
@@ -124,10 +125,8 @@ def backtest(
 ) -> None:
     """Forecasts at points for every init time (only observations up to each init are used)."""
     from training.backtest import backtest_command
-    from training.heap import retain_freed_memory
 
-    _warn_naive_times(t_from, t_to)
-    retain_freed_memory()  # M25
+    _start_verification(t_from, t_to)
     df = backtest_command(model, data, t_from, t_to, every, points, out, met_error, seed, batch_size,
                           echo=lambda m: typer.echo(m, err=True))
     typer.echo(f"wrote {len(df)} rows to {out}")

@@ -120,12 +120,9 @@ def init_times(ds: Any, period: tuple[np.datetime64, np.datetime64], every_h: in
     return t
 
 
-def recency_weights(inits: np.ndarray, halflife_days: float) -> Any:
+def recency_weights(inits: np.ndarray, halflife_days: float) -> np.ndarray:
     """Sampling weights of training inits: 1 at the last, halving every `halflife_days` before it."""
-    import torch
-
-    age_days = (inits.max() - inits) / np.timedelta64(1, "D")
-    return torch.as_tensor(0.5 ** (age_days / halflife_days), dtype=torch.double)
+    return 0.5 ** ((inits.max() - inits) / np.timedelta64(1, "D") / halflife_days)
 
 
 def collate_batch(batch: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -184,7 +181,7 @@ class AQDataModule(L.LightningDataModule):
         g = torch.Generator().manual_seed(self.cfg.optim.seed)
         n = self.cfg.data.max_train_samples
         n = min(n, len(self.train_ds)) if n else None
-        if self.cfg.data.recent_halflife_days and n:
+        if self.cfg.data.recent_halflife_days:  # the config requires max_train_samples with it
             sampler = WeightedRandomSampler(recency_weights(self.train_ds.init_times,
                                                             self.cfg.data.recent_halflife_days),
                                             num_samples=n, replacement=False, generator=g)

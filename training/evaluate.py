@@ -50,7 +50,7 @@ def naive_time_warning(ts: str, what: str) -> str | None:
     if not naive:
         return None
     return (f"{what} {ts} has no UTC offset and is read as UTC ({ts}+00:00, and the output says +00:00); "
-            f"for Beijing time give {ts}+08:00")
+            f"give the offset, e.g. {ts}+08:00 for Beijing time")
 
 
 def init_times(t0: np.datetime64, t1: np.datetime64, every_h: int) -> np.ndarray:

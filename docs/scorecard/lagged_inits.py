@@ -32,7 +32,12 @@ def lagged_p50(preds: list[np.ndarray], weights: list[float]) -> np.ndarray:
 
 
 def main() -> None:
-    from script_inputs import add_period, gbt_p50, load  # this folder: first on sys.path when run as a script
+    from script_inputs import (  # this folder: first on sys.path when run as a script
+        add_period,
+        at_input_stations,
+        gbt_p50,
+        load,
+    )
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
@@ -47,17 +52,14 @@ def main() -> None:
 
     net, meta, ds, t0, t1 = load(a)
     inits = ev.init_times(t0 + a.lags * ev.HOUR, t1, a.every)
-    inputs, _ = ev.station_split(ds, meta, None)
-    preds, obs, names = [], None, []
+    preds, obs = [], None
     for k in range(a.lags + 1):
         tic = time.time()
-        p, o, names = ev.forecast_at_stations(net, meta, ds, inits - k * ev.HOUR, inputs)
-        at_inputs = np.isin(list(names), inputs)
-        preds.append(p[..., at_inputs])
+        q, o, names, inputs = at_input_stations(net, meta, ds, inits - k * ev.HOUR)
+        preds.append(q)
         if k == 0:
-            obs = o[..., at_inputs]
+            obs = o
         print(f"issued {k} h early: {len(inits)} inits in {time.time() - tic:.0f} s", flush=True)
-    names = list(names)
     n_l = preds[0].shape[1]
     gbt = gbt_p50(ds, meta, inits, inputs, names, n_l, t0, a.store)
     obs = np.where(np.isfinite(gbt), obs, np.nan)  # the samples the GBT forecasts too

@@ -25,7 +25,12 @@ def log_mean(p50s: list[np.ndarray]) -> np.ndarray:
 
 
 def main() -> None:
-    from script_inputs import add_period, gbt_p50, load  # this folder: first on sys.path when run as a script
+    from script_inputs import (  # this folder: first on sys.path when run as a script
+        add_period,
+        at_input_stations,
+        gbt_p50,
+        load,
+    )
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", required=True)
@@ -37,27 +42,24 @@ def main() -> None:
     from training.evaluate_gbt import block_inits, margin_interval
     from training.metrics import basic_scores, mae_skill
 
-    preds, obs, names = [], None, []
+    preds = []
     for uri in a.models:
         a.model = uri
         net, meta, ds, t0, t1 = load(a)
         inits = ev.init_times(t0, t1, a.every)
-        inputs, _ = ev.station_split(ds, meta, None)
         tic = time.time()
-        p, o, names = ev.forecast_at_stations(net, meta, ds, inits, inputs)
-        at_inputs = np.isin(list(names), inputs)
-        preds.append(p[..., at_inputs][:, :, :, 1])
-        obs = o[..., at_inputs]
+        q, obs, names, inputs = at_input_stations(net, meta, ds, inits)
+        preds.append(q[:, :, :, 1])
         print(f"{uri}: {len(inits)} inits in {time.time() - tic:.0f} s", flush=True)
-    gbt = gbt_p50(ds, meta, inits, inputs, list(names), preds[0].shape[1], t0, a.store)
+    gbt = gbt_p50(ds, meta, inits, inputs, names, preds[0].shape[1], t0, a.store)
     obs = np.where(np.isfinite(gbt), obs, np.nan)  # the samples the GBT forecasts too
     print(f"\n{len(inits)} inits every {a.every} h; MAE ug m-3 at leads {' / '.join(map(str, LEADS_SHOWN))}, "
           "margin over the GBT at 24 / 48 / 72 h, and its 90 % interval at 24 h")
     print("| forecast | PM2.5 | vs GBT % | 24-h interval | O3 | vs GBT % | 24-h interval |\n|---|---|---|---|---|---|---|")
 
-    def row(name: str, p50: np.ndarray) -> None:
+    def row(name: str, p50: np.ndarray, interval: bool = True) -> None:
         m, sk = basic_scores(p50, obs)["mae"], mae_skill(p50, gbt, obs)
-        iv = margin_interval(p50, gbt, obs, block=block_inits(a.every)) if name != "GBT reference" else None
+        iv = margin_interval(p50, gbt, obs, block=block_inits(a.every)) if interval else None
         cells = []
         for s in (0, 1):
             cells += [" / ".join(f"{m[lead - 1, s]:.2f}" for lead in LEADS_SHOWN),
@@ -65,7 +67,7 @@ def main() -> None:
                       "" if iv is None else f"[{100 * iv[0, 23, s]:.0f}, {100 * iv[1, 23, s]:.0f}]"]
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
-    row("GBT reference", gbt)
+    row("GBT reference", gbt, interval=False)
     tags = [uri.rsplit("/", 1)[-1] for uri in a.models]
     for k in range(1, len(preds) + 1):
         for subset in itertools.combinations(range(len(preds)), k):

@@ -45,7 +45,12 @@ def running_log_bias(p50: np.ndarray, obs: np.ndarray, every_h: int, days: int, 
 
 
 def main() -> None:
-    from script_inputs import add_period, gbt_p50, load  # this folder: first on sys.path when run as a script
+    from script_inputs import (  # this folder: first on sys.path when run as a script
+        add_period,
+        at_input_stations,
+        gbt_p50,
+        load,
+    )
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
@@ -61,13 +66,10 @@ def main() -> None:
 
     net, meta, ds, t0, t1 = load(a)
     inits = ev.init_times(t0, t1, a.every)
-    inputs, _ = ev.station_split(ds, meta, None)
     tic = time.time()
-    p, obs, names = ev.forecast_at_stations(net, meta, ds, inits, inputs)
+    q, obs, names, inputs = at_input_stations(net, meta, ds, inits)
     print(f"deep model: {len(inits)} inits in {time.time() - tic:.0f} s", flush=True)
-    names = list(names)
-    at_inputs = np.isin(names, inputs)
-    deep, obs = p[..., at_inputs][:, :, :, 1], obs[..., at_inputs]
+    deep = q[:, :, :, 1]
     gbt = gbt_p50(ds, meta, inits, inputs, names, deep.shape[1], t0, a.store)
     scored = np.where(np.isfinite(gbt) & np.isfinite(deep), obs, np.nan)  # the samples both forecast
 

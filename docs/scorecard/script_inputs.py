@@ -30,6 +30,18 @@ def load(a: argparse.Namespace) -> tuple[Any, dict, Any, np.datetime64, np.datet
     return net, meta, open_store(a.store), t0, t1
 
 
+def at_input_stations(net, meta: dict, ds, inits: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """The network's quantiles [N, L, 2, 3, S_inputs] and the observations [N, L, 2, S_inputs] at the input
+    stations for `inits`, with every station's name and the input stations' (what `gbt_p50` takes)."""
+    from training import evaluate as ev
+
+    inputs, _ = ev.station_split(ds, meta, None)
+    q, obs, names = ev.forecast_at_stations(net, meta, ds, inits, inputs)
+    names = list(names)
+    at_inputs = np.isin(names, inputs)
+    return q[..., at_inputs], obs[..., at_inputs], names, inputs
+
+
 def gbt_p50(ds, meta: dict, inits: np.ndarray, inputs: list[str], names: list[str], n_l: int,
             t0: np.datetime64, store: str) -> np.ndarray:
     """The GBT reference's P50 [N, L, 2, S_inputs] at the input stations (fitted or read from the cache)."""
