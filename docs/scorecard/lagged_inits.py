@@ -32,12 +32,8 @@ def lagged_p50(preds: list[np.ndarray], weights: list[float]) -> np.ndarray:
 
 
 def main() -> None:
-    from script_inputs import (  # this folder: first on sys.path when run as a script
-        add_period,
-        at_input_stations,
-        gbt_p50,
-        load,
-    )
+    # script_inputs: this folder, first on sys.path when run as a script
+    from script_inputs import add_period, at_input_stations, gbt_p50, load
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
