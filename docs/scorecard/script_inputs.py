@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -51,3 +52,28 @@ def gbt_p50(ds, meta: dict, inits: np.ndarray, inputs: list[str], names: list[st
     ds_p = ev.pad_time(ds, inits.min() - 24 * ev.HOUR, inits.max() + n_l * ev.HOUR)
     g, _ = gbt_forecast(ds_p, meta, inits, inputs, names, n_l, t0, store)
     return g[:, :, :, 1][..., np.isin(names, inputs)]
+
+
+def model_options(description: str) -> argparse.ArgumentParser:
+    """--model, --store, --every and the period: the options of the one-model scripts here."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--store", required=True)
+    ap.add_argument("--every", type=int, default=6, help="hours between inits")
+    add_period(ap)
+    return ap
+
+
+def network_and_trees(a: argparse.Namespace) -> SimpleNamespace:
+    """For `--model` on the inits every `--every` h: the network's P50 `deep` and the GBT reference's `gbt`
+    [N, L, 2, S_inputs], the observations `obs` where the trees forecast too, and `meta`, `ds`, `t0`, `inits`,
+    `names`, `inputs`."""
+    from training import evaluate as ev
+
+    net, meta, ds, t0, t1 = load(a)
+    inits = ev.init_times(t0, t1, a.every)
+    q, obs, names, inputs = at_input_stations(net, meta, ds, inits)
+    deep = q[:, :, :, 1]
+    gbt = gbt_p50(ds, meta, inits, inputs, names, deep.shape[1], t0, a.store)
+    return SimpleNamespace(deep=deep, gbt=gbt, obs=np.where(np.isfinite(gbt), obs, np.nan), meta=meta, ds=ds,
+                           t0=t0, inits=inits, names=names, inputs=inputs)

@@ -1,0 +1,50 @@
+"""docs/scorecard/calib_schemes.py and blend_diagnostic.py: the drop schemes and the mixes they score."""
+import numpy as np
+import pytest
+from conftest import load_script
+
+
+def test_one_drops_exactly_one_station_rotating_over_inits_and_fix_always_the_same():
+    cs = load_script("calib_schemes")
+    kept = np.array([cs.kept_inputs("one:0", 4, i) for i in range(8)])
+    assert (kept.sum(1) == 3).all()
+    assert [int(np.flatnonzero(~k)[0]) for k in kept] == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert int(np.flatnonzero(~cs.kept_inputs("one:1", 4, 3))[0]) == 0  # (3 + 1) mod 4
+    assert [int(np.flatnonzero(~cs.kept_inputs("fix:2", 4, i))[0]) for i in range(5)] == [2] * 5
+    assert cs.kept_inputs("bern:3", 4, 0) is None  # the sampler's own draw
+    with pytest.raises(ValueError, match="unknown scheme"):
+        cs.kept_inputs("all", 4, 0)
+
+
+def test_passes_concatenate_along_the_sample_axis():
+    cs = load_script("calib_schemes")
+    a = {"r_lo": np.zeros((2, 3)), "month": np.array([1, 2])}
+    b = {"r_lo": np.ones((1, 3)), "month": np.array([5])}
+    got = cs.concat_ratios([a, b])
+    assert got["r_lo"].shape == (3, 3) and got["r_lo"][2].tolist() == [1, 1, 1]
+    assert got["month"].tolist() == [1, 2, 5]
+
+
+def test_mix_is_geometric_in_one_plus_p_and_errors_correlate_where_all_exist():
+    bd = load_script("blend_diagnostic")
+    a, b = np.array([0.0, 3.0, -2.0]), np.array([8.0, 3.0, 0.0])
+    np.testing.assert_allclose(bd.log_mix(a, b, 0.5), [2.0, 3.0, 0.0])
+    np.testing.assert_allclose(bd.log_mix(a, b, 0.0), [0.0, 3.0, 0.0])
+    obs = np.array([1.0, 2.0, np.nan, 4.0])
+    x, y = np.array([2.0, 4.0, 0.0, 7.0]), np.array([0.0, 0.0, 9.0, 1.0])  # errors +1 +2 . +3 / -1 -2 . -3
+    assert bd.error_corr(x, y, obs) == pytest.approx(-1.0)
+
+
+def test_feature_groups_spare_what_the_trees_offset_needs_and_the_calendar_hours():
+    fg = load_script("gbt_feature_groups")
+    names = ["lead", "pm25_lag0", "pm25_lag1", "pm25_lag2", "pm25_lag23", "pm25_mean6", "pm25_mean24",
+             "pm25_diurnal", "o3_lag11", "no2_lag0", "co_mean24", "pm25_clim", "t2m_valid", "t2m_init", "ws_run",
+             "sp_change", "hour_valid", "hour_init", "doy_sin", "weekday"]
+    pick = {g: [names[i] for i in fg.group_columns(names, p)] for g, p in fg.GROUPS.items()}
+    assert pick["history"] == ["pm25_lag2", "pm25_lag23", "pm25_mean24", "pm25_diurnal", "o3_lag11"]
+    assert pick["other_pollutants"] == ["no2_lag0", "co_mean24"]
+    assert pick["met_init_run"] == ["t2m_init", "ws_run", "sp_change"]  # not hour_init
+    assert pick["met_valid"] == ["t2m_valid"]
+    assert pick["calendar"] == ["hour_valid", "hour_init", "doy_sin", "weekday"]
+    blanked = {n for v in pick.values() for n in v}
+    assert {"lead", "pm25_lag0", "pm25_lag1", "pm25_mean6", "pm25_clim"}.isdisjoint(blanked)
