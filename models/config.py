@@ -38,6 +38,7 @@ class ModelConfig(BaseModel):
     decoder_kernel: int = Field(1, ge=1)
     decoder_layers: int = Field(1, ge=1, le=4)
     forcing_windows: tuple[int, ...] = ()
+    forcing_changes: bool = False  # each lead also sees every forcing's change since the init hour
     lead_dilations: tuple[int, ...] = ()  # causal residual convs along the lead axis in the decoder
     dropout: float = Field(0.0, ge=0, lt=1)
     persistence_skip: bool = True

@@ -97,7 +97,7 @@ class AQNet(QuantileFrame):
         self.blocks = nn.Sequential(*[ResBlock(cfg.hidden, d, cfg.dropout) for d in cfg.dilations])
         d = cfg.decoder_hidden
         self.z_proj = nn.Conv2d(cfg.hidden, d, 1)
-        self.f_proj = nn.Conv2d((3 + len(cfg.forcing_windows)) * cf, d, 1, bias=False)
+        self.f_proj = nn.Conv2d((3 + len(cfg.forcing_windows) + cfg.forcing_changes) * cf, d, 1, bias=False)
         self.lead_emb = nn.Parameter(torch.zeros(n_leads, d))
         k = cfg.decoder_kernel
         self.dec = nn.Conv2d(d, d, k, padding=k // 2)
@@ -226,11 +226,12 @@ class AQNet(QuantileFrame):
         return self.encode(x), base
 
     def future_features(self, forcing: torch.Tensor, forcing_mask: torch.Tensor) -> torch.Tensor:
-        """Per-lead forcing features [B, L, (3 + n_windows) * Cf, Y, X] from forcing [B, H + L, Cf, Y, X].
+        """Per-lead forcing features [B, L, (3 + n_windows [+ 1]) * Cf, Y, X] from forcing [B, H + L, Cf, Y, X].
 
-        At each valid hour: the normalised forcing, its mask, its running mean since init and, for each
-        `forcing_windows` w, its trailing w-hour mean ending at the valid hour (reaching back into the history,
-        e.g. the ventilation of the last day). Missing forcing counts as 0 (the normalised mean).
+        At each valid hour: the normalised forcing, its mask, its running mean since init, for each
+        `forcing_windows` w its trailing w-hour mean ending at the valid hour (reaching back into the history,
+        e.g. the ventilation of the last day) and, with `forcing_changes`, its change since the init hour (0
+        where either is missing). Missing forcing counts as 0 (the normalised mean).
         """
         h = self.cfg.history
         fm = (forcing_mask > 0.5).to(forcing.dtype)
@@ -242,6 +243,8 @@ class AQNet(QuantileFrame):
             n_l = self.cfg.leads
             for w in self.cfg.forcing_windows:  # mean over valid-w+1 .. valid; w <= history (validated)
                 parts.append((cs[:, h:] - cs[:, h - w:h - w + n_l]) / float(w))
+        if self.cfg.forcing_changes:
+            parts.append((fut - fz[:, h - 1:h]) * fm[:, h:] * fm[:, h - 1:h])
         return torch.cat(parts, dim=2)
 
     def hour_basis(self, fut: torch.Tensor) -> torch.Tensor | None:

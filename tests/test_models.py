@@ -203,6 +203,25 @@ def test_trailing_forcing_windows_are_exact_means():
     assert torch.equal(model.future_features(f2, fm)[:, :2], feats[:, :2])
 
 
+def test_forcing_changes_are_valid_minus_init_and_zero_where_either_is_missing():
+    model, cfg = _model(forcing_windows=[3], forcing_changes=True)
+    _, _, f, fm, _ = _inputs(cfg)
+    cf, h = len(FORC), cfg.history
+    fm = fm.clone()
+    fm[0, h + 4, 0] = 0  # channel 0 missing at lead index 4 of the first sample
+    fm[1, h - 1, 1] = 0  # channel 1 missing at the second sample's init hour
+    feats = model.future_features(f, fm)
+    assert feats.shape == (2, cfg.leads, 5 * cf, 10, 11)
+    z = model.forcing_norm(f, dim=2)
+    want = (z[:, h:] - z[:, h - 1:h]) * (fm[:, h:] > 0.5) * (fm[:, h - 1:h] > 0.5)
+    torch.testing.assert_close(feats[:, :, 4 * cf:], want, atol=1e-5, rtol=0)
+    assert (feats[0, 4, 4 * cf] == 0).all() and (feats[1, :, 4 * cf + 1] == 0).all()
+    assert feats[0, 3, 4 * cf].abs().sum() > 0
+    with torch.no_grad():
+        y = model(*_inputs(cfg))
+    assert (y[:, :, :, 0] <= y[:, :, :, 1]).all() and (y[:, :, :, 1] <= y[:, :, :, 2]).all()
+
+
 def test_decoder_options_validate_and_stay_monotone():
     with pytest.raises(ValueError, match="forcing_windows"):
         ModelConfig(**{**SMALL, "forcing_windows": [12]})  # longer than the 6-h history
