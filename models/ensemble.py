@@ -47,8 +47,8 @@ class AQEnsemble(QuantileFrame):
     def target_norm(self) -> nn.Module:
         return self.lead.target_norm
 
-    def station_weight(self, obs_mask: torch.Tensor) -> torch.Tensor:
-        return self.lead.station_weight(obs_mask)
+    def station_weight(self, obs_mask: torch.Tensor, scale: int = 0) -> torch.Tensor:
+        return self.lead.station_weight(obs_mask, scale)
 
     def future_features(self, forcing: torch.Tensor, forcing_mask: torch.Tensor) -> torch.Tensor:
         return self.lead.future_features(forcing, forcing_mask)

@@ -187,15 +187,15 @@ class AQNet(QuantileFrame):
         """Finest-scale spreading confidence den / (1 + den) -> min(den, 1)."""
         return (conf / (1 - conf).clamp(min=1e-6)).clamp(max=1.0)
 
-    def station_weight(self, obs_mask: torch.Tensor) -> torch.Tensor:
+    def station_weight(self, obs_mask: torch.Tensor, scale: int = 0) -> torch.Tensor:
         """[B, n_sp, Y, X] in [0, 1]: the kernel-weighted number of init-hour observations of each target
-        species at the finest spreading scale, capped at 1 (1 at a cell that observed it, ~0.5 one station
-        1.7 cells away, 0 far from any). It blends the two calibration classes of the P10/P90 gaps; the
-        forward takes it from its own spreading (the same numbers, tested)."""
+        species at the finest spreading scale (or `spread_sigmas[scale]`), capped at 1 (1 at a cell that
+        observed it, ~0.5 one station 1.7 cells away, 0 far from any). It blends the two calibration classes
+        of the P10/P90 gaps; the forward takes it from its own spreading (the same numbers, tested)."""
         ms = self._species((obs_mask[:, -1] > 0.5).to(obs_mask.dtype))
         b, n_sp, ny, nx = ms.shape
         _, conf = self.spread(torch.zeros_like(ms).reshape(-1, ny, nx), ms.reshape(-1, ny, nx))
-        return self._weight(conf[:, 0].reshape(b, n_sp, ny, nx))
+        return self._weight(conf[:, scale].reshape(b, n_sp, ny, nx))
 
     def stem_input(self, obs: torch.Tensor, obs_mask: torch.Tensor, forcing: torch.Tensor,
                    forcing_mask: torch.Tensor, static: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

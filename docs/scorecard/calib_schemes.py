@@ -14,6 +14,7 @@ the finest. Reads the model's channels and drop probability from its metadata; c
 """
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -46,7 +47,6 @@ def main() -> None:
     ap.add_argument("--schemes", nargs="+", default=["bern:0", "bern:1", "one:0", "one:1", "loso"])
     ap.add_argument("--weight-scale", type=int, default=0, help="spreading scale of the station weight")
     a = ap.parse_args()
-    import torch
     from torch.utils.data import DataLoader
 
     from training import calibrate as cb
@@ -57,15 +57,8 @@ def main() -> None:
     inits = ev.init_times(t0, t1, a.every)
     inputs, held = ev.station_split(ds, meta, None)
     drop = float(((meta.get("config") or {}).get("data") or {}).get("drop_prob", 0.15))
-    if a.weight_scale:
-        lead = getattr(net, "lead", net)
-
-        def weight(obs_mask: torch.Tensor) -> torch.Tensor:
-            ms = lead._species((obs_mask[:, -1] > 0.5).to(obs_mask.dtype))
-            b, n_sp, ny, nx = ms.shape
-            _, conf = lead.spread(torch.zeros_like(ms).reshape(-1, ny, nx), ms.reshape(-1, ny, nx))
-            return lead._weight(conf[:, a.weight_scale].reshape(b, n_sp, ny, nx))
-        net.station_weight = weight
+    if a.weight_scale:  # collect_ratios reads the class blend from net.station_weight
+        net.station_weight = functools.partial(net.station_weight, scale=a.weight_scale)
 
     def loader(scheme: str | None, flip: bool = False):
         seed = int(scheme.partition(":")[2] or 0) if scheme and scheme.startswith("bern") else 0
