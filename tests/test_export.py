@@ -88,16 +88,18 @@ def test_parity_random_and_dynamic_batch(artifact: Path, torch_model):
         assert (got >= 0).all() and (np.diff(got, axis=3) >= -1e-4).all()  # non-negative, monotone quantiles
 
 
-def test_parity_with_lead_convs_and_diurnal_band(tmp_path: Path, tiny_store):
-    """The lead-axis convolutions and the diurnal factor of the band (`gap_hour`, read from the hour_sin /
-    hour_cos forcings inside the graph) export and match PyTorch."""
+def test_parity_with_decoder_options_and_diurnal_band(tmp_path: Path, tiny_store):
+    """The decoder options (lead-axis convolutions, trailing forcing windows, the forcing's change since init,
+    two layers: those of configs/beijing.yaml) and the diurnal factor of the band (`gap_hour`, read from the
+    hour_sin / hour_cos forcings inside the graph) export and match PyTorch."""
     import torch
 
     from training.bench import model_for_store
     from training.export import parity, random_inputs, to_onnx
 
-    model, meta = model_for_store(tiny_store, TINY_CFG | {"lead_dilations": [1, 4]})
-    assert model.hour_idx is not None
+    model, meta = model_for_store(tiny_store, TINY_CFG | {"lead_dilations": [1, 4], "forcing_windows": [6, 24],
+                                                     "forcing_changes": True, "decoder_layers": 2})
+    assert model.hour_idx is not None and model.f_proj.in_channels == 6 * len(model.forcing_names)
     with torch.no_grad():
         for lc in model.lead_convs:
             torch.nn.init.normal_(lc.conv.weight, std=0.1)
