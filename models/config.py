@@ -39,6 +39,7 @@ class ModelConfig(BaseModel):
     decoder_layers: int = Field(1, ge=1, le=4)
     forcing_windows: tuple[int, ...] = ()
     forcing_changes: bool = False  # each lead also sees every forcing's change since the init hour
+    skip_gate: bool = False  # the decoder scales the persistence skip per lead and cell by 2 sigmoid(g), g = 0 at init
     lead_dilations: tuple[int, ...] = ()  # causal residual convs along the lead axis in the decoder
     dropout: float = Field(0.0, ge=0, lt=1)
     persistence_skip: bool = True

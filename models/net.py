@@ -11,7 +11,8 @@ Pipeline (all fully convolutional, limited receptive field, so large grids can b
    gap}); the gaps are scaled by the calibration buffer `gap_scale`; with `diurnal_inputs` each lead also sees
    the cell's targets at the same local hour on the last day of the history (`same_hour`);
 5. p50 (normalised log space) = head_gain[lead, species] * head + alpha[lead, species] * spread last
-   observation (persistence skip; the cell's own observation where it has one with `persistence_exact`)
+   observation (persistence skip; the cell's own observation where it has one with `persistence_exact`;
+   with `skip_gate` times 2 sigmoid of a decoder output, so the weather since init sets how much persists)
    [+ beta[lead, species] * the same hour's value with `diurnal_inputs`: diurnal persistence];
    p10 = p50 - softplus, p90 = p50 + softplus (monotone), expm1 back to ug m-3, then relu (non-negative).
    The calibration scales of the gaps come in two classes, blended per cell by its `station_weight`: cells
@@ -132,6 +133,10 @@ class AQNet(QuantileFrame):
             self.register_buffer("diurnal_idx", torch.tensor(same_hour, dtype=torch.long))
             self.d_proj = nn.Conv2d(2 * n_sp, d, 1, bias=False)
             self.beta = nn.Parameter(torch.zeros(n_leads, n_sp))
+        if cfg.skip_gate:  # built last too: how much of the init-hour state persists depends on the weather since
+            self.skip_gate = nn.Conv2d(d, len(cfg.species), 1)  # zero-initialised: the factor starts at 1
+            nn.init.zeros_(self.skip_gate.weight)
+            nn.init.zeros_(self.skip_gate.bias)
 
     def _obs_features(self, obs: torch.Tensor, obs_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """-> folded features [B, C_in, Y, X] and the skip's base [B, 2 * n_sp, Y, X]: the targets' spread
@@ -282,7 +287,10 @@ class AQNet(QuantileFrame):
             hid = seq.reshape(-1, ny, nx, d, n_leads).permute(0, 4, 3, 1, 2).reshape(-1, d, ny, nx)
         out = self.head(hid).reshape(-1, n_leads, n_sp, 3, ny, nx)
         alpha, gain = self.alpha.reshape(1, n_leads, n_sp, 1, 1), self.head_gain.reshape(1, n_leads, n_sp, 1, 1)
-        p50 = gain * out[:, :, :, 1] + alpha * base[:, :n_sp].unsqueeze(1)
+        skip = alpha * base[:, :n_sp].unsqueeze(1)
+        if self.cfg.skip_gate:  # the decoder's own factor on the skip, in (0, 2)
+            skip = skip * 2 * torch.sigmoid(self.skip_gate(hid).reshape(-1, n_leads, n_sp, ny, nx))
+        p50 = gain * out[:, :, :, 1] + skip
         if self.cfg.diurnal_inputs:
             p50 = p50 + self.beta.reshape(1, n_leads, n_sp, 1, 1) * same[:, :, :n_sp]
         return p50, F.softplus(out[:, :, :, 0]), F.softplus(out[:, :, :, 2])

@@ -222,6 +222,23 @@ def test_forcing_changes_are_valid_minus_init_and_zero_where_either_is_missing()
     assert (y[:, :, :, 0] <= y[:, :, :, 1]).all() and (y[:, :, :, 1] <= y[:, :, :, 2]).all()
 
 
+def test_skip_gate_starts_as_the_plain_skip_and_can_close_it():
+    plain, cfg = _model(forcing_windows=[3])
+    gated, _ = _model(forcing_windows=[3], skip_gate=True)  # built last and zero-initialised: factor 1
+    x = _inputs(cfg)
+    with torch.no_grad():
+        opened = gated(*x)
+        torch.testing.assert_close(opened, plain(*x))
+        gated.skip_gate.bias.fill_(-30.0)  # closed: nothing of the init-hour state passes the skip
+        closed = gated(*x)
+        plain.alpha.zero_()
+        torch.testing.assert_close(closed, plain(*x), atol=1e-3, rtol=1e-4)
+        assert (closed - opened).abs().max() > 1.0
+        torch.nn.init.normal_(gated.skip_gate.weight, std=1.0)
+        y = gated(*x)
+    assert (y >= 0).all() and (y[:, :, :, 0] <= y[:, :, :, 1]).all() and (y[:, :, :, 1] <= y[:, :, :, 2]).all()
+
+
 def test_decoder_options_validate_and_stay_monotone():
     with pytest.raises(ValueError, match="forcing_windows"):
         ModelConfig(**{**SMALL, "forcing_windows": [12]})  # longer than the 6-h history

@@ -76,7 +76,7 @@ def _print_table(resp: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 120)  # logs: no wrapped category cells at 80
     tz = "+08:00"  # Beijing time: the demo world and the shared data are both in UTC+8
 
     def local(iso: str) -> str:
