@@ -1,4 +1,4 @@
-"""User-facing data errors: one message per problem, naming file, row and column."""
+"""User-facing data errors: one message per problem, naming file, row and column (or config key)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,6 +12,7 @@ class Problem:
     file: str | None = None
     row: int | None = None
     column: str | None = None
+    key: str | None = None  # a dotted key of a YAML config instead of a table's column
 
     def __str__(self) -> str:
         where = []
@@ -21,6 +22,8 @@ class Problem:
             where.append(f"row {self.row}")
         if self.column:
             where.append(f"column {self.column!r}")
+        if self.key:
+            where.append(f"key {self.key!r}")
         return f"{', '.join(where)}: {self.message}" if where else self.message
 
 

@@ -100,7 +100,8 @@ class WindowSampler:
     def __init__(self, store: xr.Dataset | str | Path, init_times: Any, history: int = 24, leads: int = 72,
                  obs_vars: Sequence[str] | None = None, forcing_vars: Sequence[str] | None = None,
                  static_vars: Sequence[str] | None = None, input_stations: Sequence[str] | None = None,
-                 target_stations: Sequence[str] | None = None, drop_prob: float = 0.0, seed: int = 0):
+                 target_stations: Sequence[str] | None = None, drop_prob: float = 0.0, seed: int = 0,
+                 aux_targets: Sequence[str] = ()):
         ds = _as_store(store)
         self.history, self.leads = int(history), int(leads)
         self.drop_prob, self.seed, self.epoch = float(drop_prob), int(seed), 0
@@ -151,6 +152,10 @@ class WindowSampler:
         if missing_t:
             raise DataError(f"store lacks target variable(s) {['stn_' + p for p in missing_t]}")
         self._target = np.stack([self._station_values(ds, p)[:, tg_idx] for p in TARGETS], axis=1)  # [T,2,S]
+        # other pollutants at the target stations over the horizon: targets of auxiliary heads (multi-task), never
+        # inputs ("aux_target"/"aux_mask", [L, n_aux, S]; absent without `aux_targets`)
+        self._aux = (np.stack([self._station_values(ds, p)[:, tg_idx] for p in aux_targets], axis=1)
+                     if aux_targets else None)
         self.station_row = rows[tg_idx].astype(np.int32)
         self.station_col = cols[tg_idx].astype(np.int32)
         self._target_in_input = np.isin(tg_idx, in_idx)
@@ -238,7 +243,9 @@ class WindowSampler:
                 "forcing_mask": ((H + L, len(self._forcing), Y, X), f32), "static": (self._static.shape, f32),
                 "target": ((L, len(TARGETS), S), f32), "target_mask": ((L, len(TARGETS), S), f32),
                 "station_row": ((S,), np.int32), "station_col": ((S,), np.int32),
-                "station_in_input": ((S,), f32), "station_withheld": ((S,), f32), "init_time": ((), np.int64)}
+                "station_in_input": ((S,), f32), "station_withheld": ((S,), f32), "init_time": ((), np.int64),
+                **({} if self._aux is None else {"aux_target": ((L, self._aux.shape[1], S), f32),
+                                                 "aux_mask": ((L, self._aux.shape[1], S), f32)})}
 
     def _alloc(self, n: int | None) -> dict[str, np.ndarray]:
         lead = () if n is None else (n,)
@@ -312,6 +319,11 @@ class WindowSampler:
             in_input &= ~np.isin(self.target_stations, list(dropped))
         np.copyto(out["target"], tgt, where=tmask)
         out["target_mask"][...] = tmask
+        if self._aux is not None:
+            aux = self._aux[t + 1:t + L + 1]
+            amask = np.isfinite(aux)
+            np.copyto(out["aux_target"], aux, where=amask)
+            out["aux_mask"][...] = amask
         out["static"][...] = self._static
         out["station_row"][...] = self.station_row
         out["station_col"][...] = self.station_col

@@ -5,6 +5,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 SPECIES: tuple[str, ...] = ("pm25", "o3")
 QUANTILES: tuple[float, ...] = (0.1, 0.5, 0.9)
+AUX_POLLUTANTS: tuple[str, ...] = ("pm10", "no2", "so2", "co")  # station pollutants that may be auxiliary targets
 POLLUTANTS: tuple[str, ...] = ("pm25", "pm10", "so2", "no2", "co", "o3")
 
 
@@ -40,6 +41,9 @@ class ModelConfig(BaseModel):
     forcing_windows: tuple[int, ...] = ()
     forcing_changes: bool = False  # each lead also sees every forcing's change since the init hour
     skip_gate: bool = False  # the decoder scales the persistence skip per lead and cell by 2 sigmoid(g), g = 0 at init
+    # training-only heads for other pollutants' P50 (multi-task), e.g. [pm10, no2, co]; not in the forecast
+    aux_targets: tuple[str, ...] = ()
+    decoder_film: bool = False  # the weather at each lead scales the init-hour state's projection (1 + FiLM, 0 at init)
     lead_dilations: tuple[int, ...] = ()  # causal residual convs along the lead axis in the decoder
     dropout: float = Field(0.0, ge=0, lt=1)
     persistence_skip: bool = True
@@ -73,6 +77,14 @@ class ModelConfig(BaseModel):
         if any(not 1 <= d < self.leads for d in self.lead_dilations):
             raise ValueError(f"lead_dilations must lie in 1..leads-1 ({self.leads - 1}): {list(self.lead_dilations)}")
         return self
+
+    @field_validator("aux_targets")
+    @classmethod
+    def _aux(cls, a: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [p for p in a if p not in AUX_POLLUTANTS]
+        if bad or len(set(a)) != len(a):
+            raise ValueError(f"aux_targets must be distinct names from {AUX_POLLUTANTS}, got {list(a)}")
+        return tuple(a)
 
     @field_validator("species")
     @classmethod

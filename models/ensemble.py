@@ -72,6 +72,11 @@ class AQEnsemble(QuantileFrame):
         mean = [torch.stack(p).mean(0) for p in zip(*parts, strict=True)]
         return self.calibrated(*mean, fut, base)
 
-    def decode_members(self, z: torch.Tensor, fut: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
-        """Each member's own (uncalibrated) forecast [M, B, L, 2, 3, Y, X] in ug m-3: each trains on its own."""
-        return torch.stack([m.decode(zm, fut, base) for m, zm in zip(self.members, self._split(z), strict=True)])
+    def decode_members(self, z: torch.Tensor, fut: torch.Tensor, base: torch.Tensor,
+                       aux: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Each member's own (uncalibrated) forecast [M, B, L, 2, 3, Y, X] in ug m-3: each trains on its own;
+        with `aux` also each member's auxiliary P50 [M, B, L, n_aux, Y, X] (`AQNet.decode_members`)."""
+        outs = [m.decode_members(zm, fut, base, aux) for m, zm in zip(self.members, self._split(z), strict=True)]
+        if aux:
+            return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+        return torch.cat(outs)

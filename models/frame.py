@@ -31,8 +31,11 @@ class QuantileFrame(nn.Module):
 
     def decode(self, z: torch.Tensor, fut: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         """`decode_parts` -> quantiles [B, L, 2, 3, Y, X] in ug m-3 (monotone, non-negative)."""
-        p50, g_lo, g_hi = self.decode_parts(z, fut, base)
-        q = torch.stack([p50 - g_lo, p50, p50 + g_hi], dim=3)  # [B, L, 2, 3, Y, X] normalised log space
+        return self.quantiles(*self.decode_parts(z, fut, base))
+
+    def quantiles(self, p50: torch.Tensor, g_lo: torch.Tensor, g_hi: torch.Tensor) -> torch.Tensor:
+        """(p50, calibrated gaps) [B, L, 2, Y, X] -> quantiles [B, L, 2, 3, Y, X] in ug m-3."""
+        q = torch.stack([p50 - g_lo, p50, p50 + g_hi], dim=3)  # normalised log space
         return F.relu(self.target_norm.denormalize(q, dim=2))
 
     def forward(self, obs: torch.Tensor, obs_mask: torch.Tensor, forcing: torch.Tensor,

@@ -6,7 +6,8 @@ Pipeline (all fully convolutional, limited receptive field, so large grids can b
 3. fold history into channels (obs features every hour, forcing every `history_forcing_stride` hours),
    add static fields, 1x1 stem, dilated residual encoder -> state z [B, hidden, Y, X];
 4. shared per-lead decoder: z + projected forcing at valid time (+ its running mean since init and its
-   trailing means over `forcing_windows` hours) + lead embedding -> MLP (`decoder_layers`) -> optional causal
+   trailing means over `forcing_windows` hours) + lead embedding (with `decoder_film` those forcing features
+   also scale the projected state, 1 + FiLM) -> MLP (`decoder_layers`) -> optional causal
    convolutions along the lead axis (`lead_dilations`) -> 6 channels (2 species x {p50, lower gap, upper
    gap}); the gaps are scaled by the calibration buffer `gap_scale`; with `diurnal_inputs` each lead also sees
    the cell's targets at the same local hour on the last day of the history (`same_hour`);
@@ -137,6 +138,13 @@ class AQNet(QuantileFrame):
             self.skip_gate = nn.Conv2d(d, len(cfg.species), 1)  # zero-initialised: the factor starts at 1
             nn.init.zeros_(self.skip_gate.weight)
             nn.init.zeros_(self.skip_gate.bias)
+        if cfg.decoder_film:  # built last, zero-initialised: the state's projection starts unscaled
+            self.film = nn.Conv2d(self.f_proj.in_channels, d, 1)
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
+        if cfg.aux_targets:  # training-only heads for other pollutants (multi-task); never in the forecast
+            self.aux_norm = Normalizer([f"obs_{p}" for p in cfg.aux_targets], norm_stats)
+            self.aux_head = nn.Conv2d(d, len(cfg.aux_targets), 1)
 
     def _obs_features(self, obs: torch.Tensor, obs_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """-> folded features [B, C_in, Y, X] and the skip's base [B, 2 * n_sp, Y, X]: the targets' spread
@@ -262,17 +270,19 @@ class AQNet(QuantileFrame):
         sn, cs = ((fut[:, :, i] * nrm.std[i] + nrm.mean[i]).clamp(-1.0, 1.0) for i in self.hour_idx)
         return torch.stack([sn, cs, 2 * sn * cs, cs * cs - sn * sn], dim=2)
 
-    def raw_parts(self, z: torch.Tensor, fut: torch.Tensor,
-                  base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Shared per-lead decoder: state z [B, hidden, Y, X], features fut [B, L, F, Y, X], base
-        [B, 2 * n_sp, Y, X] (from `state`) -> (p50, lower gap, upper gap), each [B, L, 2, Y, X] in the targets'
-        normalised log space, before the calibration of the gaps. Per cell when decoder_kernel == 1 (any
-        cell layout)."""
+    def decoder_hidden(self, z: torch.Tensor, fut: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """Shared per-lead decoder up to its heads: state z [B, hidden, Y, X], features fut [B, L, F, Y, X],
+        base [B, 2 * n_sp, Y, X] (from `state`) -> hidden [B * L, decoder_hidden, Y, X]. Per cell when
+        decoder_kernel == 1 (any cell layout)."""
         n_leads, n_sp = self.cfg.leads, len(self.cfg.species)
         ny, nx = z.shape[-2], z.shape[-1]
         d = self.z_proj.out_channels
-        fp = self.f_proj(fut.reshape(-1, fut.shape[2], ny, nx)).reshape(-1, n_leads, d, ny, nx)
-        pre = self.z_proj(z).unsqueeze(1) + fp + self.lead_emb.reshape(1, n_leads, -1, 1, 1)
+        flat = fut.reshape(-1, fut.shape[2], ny, nx)
+        fp = self.f_proj(flat).reshape(-1, n_leads, d, ny, nx)
+        zp = self.z_proj(z).unsqueeze(1)
+        if self.cfg.decoder_film:  # the weather since init decides which parts of the init-hour state carry on
+            zp = zp * (1.0 + self.film(flat).reshape(-1, n_leads, d, ny, nx))
+        pre = zp + fp + self.lead_emb.reshape(1, n_leads, -1, 1, 1)
         if self.cfg.diurnal_inputs:
             same = self.same_hour(base)
             pre = pre + self.d_proj(same.reshape(-1, 2 * n_sp, ny, nx)).reshape(-1, n_leads, d, ny, nx)
@@ -285,6 +295,17 @@ class AQNet(QuantileFrame):
             for layer in self.lead_convs:
                 seq = layer(seq)
             hid = seq.reshape(-1, ny, nx, d, n_leads).permute(0, 4, 3, 1, 2).reshape(-1, d, ny, nx)
+        return hid
+
+    def raw_parts(self, z: torch.Tensor, fut: torch.Tensor, base: torch.Tensor,
+                  hid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The decoder's heads on `decoder_hidden` (computed unless given) -> (p50, lower gap, upper gap),
+        each [B, L, 2, Y, X] in the targets' normalised log space, before the calibration of the gaps."""
+        n_leads, n_sp = self.cfg.leads, len(self.cfg.species)
+        ny, nx = z.shape[-2], z.shape[-1]
+        hid = self.decoder_hidden(z, fut, base) if hid is None else hid
+        if self.cfg.diurnal_inputs:
+            same = self.same_hour(base)
         out = self.head(hid).reshape(-1, n_leads, n_sp, 3, ny, nx)
         alpha, gain = self.alpha.reshape(1, n_leads, n_sp, 1, 1), self.head_gain.reshape(1, n_leads, n_sp, 1, 1)
         skip = alpha * base[:, :n_sp].unsqueeze(1)
@@ -300,9 +321,19 @@ class AQNet(QuantileFrame):
         """`raw_parts` with the gaps calibrated (`QuantileFrame.calibrated`)."""
         return self.calibrated(*self.raw_parts(z, fut, base), fut, base)
 
-    def decode_members(self, z: torch.Tensor, fut: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
-        """Each member's own forecast [M, B, L, 2, 3, Y, X] (here M = 1): what training's loss sees."""
-        return self.decode(z, fut, base).unsqueeze(0)
+    def aux_out(self, hid: torch.Tensor, ny: int, nx: int) -> torch.Tensor:
+        """The auxiliary targets' P50 [B, L, n_aux, Y, X] (normalised log space) from `decoder_hidden`."""
+        return self.aux_head(hid).reshape(-1, self.cfg.leads, len(self.cfg.aux_targets), ny, nx)
+
+    def decode_members(self, z: torch.Tensor, fut: torch.Tensor, base: torch.Tensor,
+                       aux: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Each member's own forecast [M, B, L, 2, 3, Y, X] (here M = 1): what training's loss sees; with
+        `aux` also the auxiliary targets' P50 [M, B, L, n_aux, Y, X] (`model.aux_targets`, training only)."""
+        if not aux:
+            return self.decode(z, fut, base).unsqueeze(0)
+        hid = self.decoder_hidden(z, fut, base)
+        q = self.quantiles(*self.calibrated(*self.raw_parts(z, fut, base, hid), fut, base))
+        return q.unsqueeze(0), self.aux_out(hid, z.shape[-2], z.shape[-1]).unsqueeze(0)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Weights saved before `gap_scale` / `head_gain` existed load as uncalibrated / ungated (1); a

@@ -49,6 +49,11 @@ def channel_stats(name: str, norm_stats: Mapping[str, Mapping[str, Any]]) -> tup
     return mean, std, is_log
 
 
+# ceiling of a log channel's value on the way back (1e5 ug m-3, ~100x any hourly value on record): a net
+# extrapolating far outside its training inputs gives a huge number, never inf (and an inf loss, M31)
+LOG1P_CEILING = math.log1p(1e5)
+
+
 def log1p_safe(x: torch.Tensor) -> torch.Tensor:
     """log(1 + max(x, 0)) written with ONNX-friendly ops."""
     return torch.log(torch.clamp(x, min=0.0) + 1.0)
@@ -79,12 +84,13 @@ class Normalizer(nn.Module):
         return (xt - self._shape(self.mean, nd, dim)) / self._shape(self.std, nd, dim)
 
     def denormalize(self, z: torch.Tensor, dim: int) -> torch.Tensor:
-        """Normalised -> physical along channel axis `dim` (log channels: expm1; not clipped)."""
+        """Normalised -> physical along channel axis `dim` (log channels: expm1, at most expm1(`LOG1P_CEILING`))."""
         nd = z.dim()
         dim = dim % nd
         xt = z * self._shape(self.std, nd, dim) + self._shape(self.mean, nd, dim)
         is_log = self._shape(self.is_log, nd, dim) > 0.5
-        safe = torch.where(is_log, xt, torch.zeros_like(xt))  # no exp of linear channels (inf * 0 = NaN)
+        # no exp of linear channels (inf * 0 = NaN), none above the ceiling
+        safe = torch.where(is_log, torch.clamp(xt, max=LOG1P_CEILING), torch.zeros_like(xt))
         return torch.where(is_log, torch.exp(safe) - 1.0, xt)
 
     def as_dict(self) -> dict[str, dict[str, float]]:

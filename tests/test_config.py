@@ -64,7 +64,7 @@ def test_minimal_config_and_overrides(tmp_path: Path) -> None:
     (MINIMAL, ["optim.lr"], None, "key=value"),
     (MINIMAL, ["data.recent_halflife_days=365"], "data", "set max_train_samples"),
     (MINIMAL, ["data.max_train_samples=10", "data.recent_halflife_days=0"], "data.recent_halflife_days", "greater"),
-    (MINIMAL, ["model.history=12", "model.diurnal_inputs=true"], "model", "column 'model': diurnal_inputs needs"),
+    (MINIMAL, ["model.history=12", "model.diurnal_inputs=true"], "model", "key 'model': diurnal_inputs needs"),
     # the data's history is the model's: its constraints are checked against it, at load time
     (MINIMAL, ["data.history=12", "model.diurnal_inputs=true"], None, "needs history >= 24 h (the same hour"),
     (MINIMAL, ["data.history=12", "model.forcing_windows=[18]"], None, "forcing_windows must lie in 2..history (12"),
@@ -76,7 +76,7 @@ def test_bad_config_gives_clear_error(tmp_path: Path, text: str, overrides: list
     msgs = [str(p) for p in ei.value.problems]
     assert any(words.lower() in m.lower() for m in msgs), msgs
     if where:
-        assert any(p.column and p.column.startswith(where) for p in ei.value.problems), msgs
+        assert any(p.key and p.key.startswith(where) for p in ei.value.problems), msgs
 
 
 def test_missing_and_malformed_files(tmp_path: Path) -> None:

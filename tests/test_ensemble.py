@@ -182,3 +182,36 @@ def test_calibration_fits_the_ensembles_band_not_a_members():
     assert all(torch.all(m.gap_scale == 1.0) for m in ens.members)
     cal = np.array(out["report"]["coverage_calibrated_in_sample"])
     assert np.all(np.abs(cal - 0.8) < 0.12)
+
+
+def test_a_member_with_a_non_finite_gradient_sits_the_step_out(tiny_store_path: Path):
+    """An overflowing forecast gives one member NaN gradients: that member's update is skipped and counted,
+    the other's gradient is clipped as usual (the bj-base-s1 divergence, M31)."""
+    from training.config import load_config
+    from training.datamodule import AQDataModule
+    from training.module import AQModule
+
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["model.members=2"])
+    dm = AQDataModule(cfg, tiny_store_path)
+    dm.setup("fit")
+    mod = AQModule(cfg, dm.channels, json.loads(dm.ds.attrs["norm_stats"]))
+    bad, good = (list(m.parameters()) for m in mod.net.members)
+    for p in bad:
+        p.grad = torch.full_like(p, 0.5)
+    bad[0].grad.view(-1)[0] = float("nan")
+    for p in good:
+        p.grad = torch.full_like(p, 10.0)
+    mod.configure_gradient_clipping(None, gradient_clip_val=1.0)
+    assert mod.skipped_updates == 1 and all((p.grad == 0).all() for p in bad)
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in good]))
+    assert abs(float(norm) - 1.0) < 1e-4
+
+
+def test_an_overflowing_forecast_stays_finite():
+    """A decoder far outside its training range gives a huge forecast, capped at 1e5 ug m-3, never inf."""
+    net = AQNet(ModelConfig(**SMALL), CH, STATS)
+    x = _inputs(ModelConfig(**SMALL))
+    with torch.no_grad():
+        net.head.bias.fill_(500.0)
+        y = net(*x)
+    assert torch.isfinite(y).all() and float(y.max()) <= 1.0001e5 and float(y.max()) > 1e4

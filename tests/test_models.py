@@ -239,6 +239,18 @@ def test_skip_gate_starts_as_the_plain_skip_and_can_close_it():
     assert (y >= 0).all() and (y[:, :, :, 0] <= y[:, :, :, 1]).all() and (y[:, :, :, 1] <= y[:, :, :, 2]).all()
 
 
+def test_decoder_film_starts_as_the_plain_decoder_and_then_acts():
+    plain, cfg = _model(forcing_windows=[3], forcing_changes=True)
+    film, _ = _model(forcing_windows=[3], forcing_changes=True, decoder_film=True)  # built last, zero-initialised
+    x = _inputs(cfg)
+    with torch.no_grad():
+        torch.testing.assert_close(film(*x), plain(*x))
+        torch.nn.init.normal_(film.film.weight, std=0.5)
+        y = film(*x)
+        assert (y - plain(*x)).abs().max() > 0.1
+    assert (y >= 0).all() and (y[:, :, :, 0] <= y[:, :, :, 1]).all() and (y[:, :, :, 1] <= y[:, :, :, 2]).all()
+
+
 def test_decoder_options_validate_and_stay_monotone():
     with pytest.raises(ValueError, match="forcing_windows"):
         ModelConfig(**{**SMALL, "forcing_windows": [12]})  # longer than the 6-h history

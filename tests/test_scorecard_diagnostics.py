@@ -48,3 +48,29 @@ def test_feature_groups_spare_what_the_trees_offset_needs_and_the_calendar_hours
     assert pick["calendar"] == ["hour_valid", "hour_init", "doy_sin", "weekday"]
     blanked = {n for v in pick.values() for n in v}
     assert {"lead", "pm25_lag0", "pm25_lag1", "pm25_mean6", "pm25_clim"}.isdisjoint(blanked)
+
+
+def test_replay_steps_repeats_a_runs_next_epoch_and_names_an_overflow(tiny_store_path, tmp_path, monkeypatch):
+    """docs/scorecard/replay_steps.py on a tiny two-epoch run: the next epoch replays with finite losses; with
+    the forecast's ceiling lifted and a head that overflows, it stops at the first step and names the forecast."""
+    import torch
+
+    from training.config import load_config
+    from training.train import run_training
+
+    rs = load_script("replay_steps")
+    monkeypatch.setenv("AQCAST_HOME", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    tiny = rs.ROOT / "configs" / "tiny.yaml"
+    over = ["optim.max_epochs=2", "tracking.log_plots=false", "optim.patience=5"]
+    run_training(load_config(tiny, over), store=str(tiny_store_path), run_name="rp", echo=lambda s: None)
+    run_dir = tmp_path / "runs" / "rp"
+    lines: list[str] = []
+    assert rs.replay(run_dir, str(tiny_store_path), tiny, over, echo=lines.append) is None
+    assert lines[0].startswith("step ") and "no non-finite loss" in lines[-1]
+    ck = torch.load(run_dir / "best.ckpt", map_location="cpu", weights_only=False)
+    ck["state_dict"]["net.head.bias"][1::3] = 500.0  # every P50 far beyond float32 once exp'd
+    torch.save(ck, run_dir / "best.ckpt")
+    found = rs.replay(run_dir, str(tiny_store_path), tiny, over, echo=lines.append, ceiling=False)
+    assert found is not None and found["step"] == ck["global_step"] and found["lead"] >= 1
+    assert rs.replay(run_dir, str(tiny_store_path), tiny, over, echo=lines.append) is None  # the ceiling holds

@@ -163,6 +163,7 @@ class OptimConfig(_Strict):
     max_minutes: float | None = Field(None, gt=0, description="stop training after this wall time")
     checkpoint_every_n_steps: int = Field(50, ge=1, description="last.ckpt refresh interval (resume point)")
     loss_space: Literal["log1p", "sqrt", "linear"] = "log1p"
+    aux_weight: float = Field(0.5, ge=0)  # weight of `model.aux_targets`' loss beside the forecast's
     species_weight: tuple[float, float] = (1.0, 1.0)
     species_scale: tuple[PositiveFloat, PositiveFloat] = Field(
         (1.0, 1.0), description="PM2.5, O3 (ug m-3): both divided by it before the loss transform; with log1p an "
@@ -268,7 +269,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     try:
         return TrainConfig.model_validate(raw)
     except ValidationError as ex:
-        raise DataError([Problem(_msg(e), file=str(path), column=".".join(str(p) for p in e["loc"]) or None)
+        raise DataError([Problem(_msg(e), file=str(path), key=".".join(str(p) for p in e["loc"]) or None)
                          for e in ex.errors()]) from None
 
 

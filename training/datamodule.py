@@ -54,12 +54,12 @@ def resolve_channels(ds: Any, cfg: TrainConfig) -> tuple[dict[str, list[str]], d
                 else:
                     problems.append(Problem(f"{group}_vars: {n!r} is not in the store (has: "
                                             f"{sorted(v for v in roles if roles[v] == _role_hint(group))})",
-                                            column=f"data.{group}_vars"))
+                                            key=f"data.{group}_vars"))
                 continue
             role = roles.get(src, ds[src].attrs.get("role"))
             if role not in ROLE_OK[group]:
                 problems.append(Problem(f"{n!r} has role {role!r} in the store; {group}_vars need "
-                                        f"{' or '.join(ROLE_OK[group])}", column=f"data.{group}_vars"))
+                                        f"{' or '.join(ROLE_OK[group])}", key=f"data.{group}_vars"))
                 continue
             keep.append(n)
         out[group] = keep
@@ -68,7 +68,7 @@ def resolve_channels(ds: Any, cfg: TrainConfig) -> tuple[dict[str, list[str]], d
     for group in ("obs", "forcing"):
         if not out[group]:
             raise DataError(Problem(f"no {group} channel left after dropping missing ones {sorted(dropped)}",
-                                    column=f"data.{group}_vars"))
+                                    key=f"data.{group}_vars"))
     return out, dropped
 
 
@@ -99,11 +99,11 @@ def split_stations(ds: Any, cfg: TrainConfig) -> tuple[list[str], list[str]]:
     unknown = [s for s in cfg.data.held_out_stations if s not in stations]
     if unknown:
         raise DataError(Problem(f"held-out station(s) {unknown} not in the store (has {stations})",
-                                column="data.held_out_stations"))
+                                key="data.held_out_stations"))
     inputs = [s for s in stations if s not in cfg.data.held_out_stations]
     if not inputs:
         raise DataError(Problem("every station is held out: keep at least one as input",
-                                column="data.held_out_stations"))
+                                key="data.held_out_stations"))
     return inputs, stations
 
 
@@ -116,7 +116,7 @@ def init_times(ds: Any, period: tuple[np.datetime64, np.datetime64], every_h: in
     if t.size == 0:
         raise DataError(Problem(f"no {what} init time with a complete window in {period[0]} .. {period[1]} "
                                 f"(history {history} h, leads {leads} h; store {ds['time'].values[0]} .. "
-                                f"{ds['time'].values[-1]})", column=f"data.{what}_period"))
+                                f"{ds['time'].values[-1]})", key=f"data.{what}_period"))
     return t
 
 
@@ -164,12 +164,14 @@ class AQDataModule(L.LightningDataModule):
         keep = sorted({f"stn_{n[4:]}" for n in self.channels["obs"] if n.startswith("obs_")}
                       | {f"qc_{n[4:]}" for n in self.channels["obs"] if n.startswith("obs_")}
                       | {"stn_pm25", "stn_o3", "qc_pm25", "qc_o3"}
+                      | {f"{k}_{p}" for p in self.cfg.model.get("aux_targets", ()) for k in ("stn", "qc")}
                       | {n for g in self.channels.values() for n in g})
         ds = ds[[v for v in keep if v in ds]].load()  # only what the samplers read
         kw: dict[str, Any] = {"history": d.history, "leads": d.leads, "obs_vars": self.channels["obs"],
                               "forcing_vars": self.channels["forcing"], "static_vars": self.channels["static"],
                               "input_stations": self.input_stations, "seed": self.cfg.optim.seed}
-        self.train_ds = WindowSampler(ds, tr, target_stations=self.input_stations, drop_prob=d.drop_prob, **kw)
+        self.train_ds = WindowSampler(ds, tr, target_stations=self.input_stations, drop_prob=d.drop_prob,
+                                      aux_targets=self.cfg.model.get("aux_targets", ()), **kw)
         self.val_ds = WindowSampler(ds, va, target_stations=self.stations, drop_prob=0.0, **kw)
         self.ds, self._sampler_kw = ds, kw
         log.info("train %d inits, val %d inits, channels %s", len(tr), len(va), self.channels)

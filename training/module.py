@@ -33,11 +33,12 @@ def at_stations(a: torch.Tensor, row: torch.Tensor, col: torch.Tensor) -> torch.
 
 def station_forward(net: Any, obs: torch.Tensor, obs_mask: torch.Tensor, forcing: torch.Tensor,
                     forcing_mask: torch.Tensor, static: torch.Tensor, row: torch.Tensor,
-                    col: torch.Tensor, parts: bool = False,
-                    members: bool = False) -> torch.Tensor | tuple[torch.Tensor, ...]:
+                    col: torch.Tensor, parts: bool = False, members: bool = False,
+                    aux: bool = False) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """AQNet's forecast at the station cells only -> [B, L, 2, 3, S] (ug m-3); with `parts`, the decoder's
     (p50, lower gap, upper gap) in normalised log space instead, each [B, L, 2, S] (for calibration); with
-    `members`, each ensemble member's own forecast [M, B, L, 2, 3, S] (M = 1 for one net; for the loss).
+    `members`, each ensemble member's own forecast [M, B, L, 2, 3, S] (M = 1 for one net; for the loss), and
+    with `aux` too, also each member's auxiliary P50 [M, B, L, n_aux, S] (`model.aux_targets`).
 
     The model's own encoder (`net.state`) runs on the whole grid; its per-cell decoder (`net.decode`, exact
     when `decoder_kernel == 1`) and the future-forcing features run on the S station cells laid out as an
@@ -52,6 +53,8 @@ def station_forward(net: Any, obs: torch.Tensor, obs_mask: torch.Tensor, forcing
     fut = net.future_features(f, fm)
     if parts:
         return tuple(p[..., 0] for p in net.decode_parts(zs, fut, bs))
+    if members and aux:
+        return tuple(p[..., 0] for p in net.decode_members(zs, fut, bs, aux=True))
     if members:
         return net.decode_members(zs, fut, bs)[..., 0]
     return net.decode(zs, fut, bs)[..., 0]
@@ -147,6 +150,7 @@ class AQModule(L.LightningModule):
         self.collect = False  # when True, validation keeps station forecasts + one grid for the plots
         self.collected: dict[str, list[np.ndarray]] = {}
         self.fast: bool | None = None if cfg.model.get("decoder_kernel", 1) == 1 else False
+        self.skipped_updates = 0
         self.sched_total: int | None = cfg.optim.schedule_steps  # cosine length; fitted to the budget if None
         self._clock: tuple[float, int] | None = None
         self._planned = 1
@@ -163,19 +167,23 @@ class AQModule(L.LightningModule):
         the fast path once it matched `net.forward`."""
         from models.losses import gather_stations
 
-        if self.fast is None:
-            diff = check_station_forward(self.net, batch)
-            self.fast = diff < 1e-3 * max(1.0, float(batch["target"].abs().max()))
-            if not self.fast:
-                logging.getLogger(__name__).warning("station-only forward differs from the model's forward "
-                                                    "(max diff %.3g): training on the full grid", diff)
-        if self.fast:
+        if self._fast_ok(batch):
             return station_forward(self.net, *(batch[k] for k in INPUTS), batch["station_row"],
                                    batch["station_col"], members=members)
         if members:
             grids = self.net.forward_members(*(batch[k] for k in INPUTS))
             return torch.stack([gather_stations(g, batch["station_row"], batch["station_col"]) for g in grids])
         return gather_stations(self.net(*(batch[k] for k in INPUTS)), batch["station_row"], batch["station_col"])
+
+    def _fast_ok(self, batch: dict[str, torch.Tensor]) -> bool:
+        """Whether the station-only forward matches the model's (checked once, on the first batch)."""
+        if self.fast is None:
+            diff = check_station_forward(self.net, batch)
+            self.fast = diff < 1e-3 * max(1.0, float(batch["target"].abs().max()))
+            if not self.fast:
+                logging.getLogger(__name__).warning("station-only forward differs from the model's forward "
+                                                    "(max diff %.3g): training on the full grid", diff)
+        return bool(self.fast)
 
     def _loss(self, q: torch.Tensor, batch: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
         """Masked pinball on station quantiles q [B, L, 2, 3, S] (as a 1 x S "grid")."""
@@ -190,9 +198,23 @@ class AQModule(L.LightningModule):
                               species_scale=o.species_scale)
 
     def member_losses(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """[M] masked pinball loss of each ensemble member's own forecast (M = 1 for one net)."""
-        return torch.stack([self._loss(q, batch, batch["target_mask"])
-                            for q in self.station_quantiles(batch, members=True)])
+        """[M] masked pinball loss of each ensemble member's own forecast (M = 1 for one net), plus
+        `optim.aux_weight` times its auxiliary targets' loss where the batch has them (training)."""
+        if "aux_target" not in batch or not self.cfg.model.get("aux_targets") or not self._fast_ok(batch):
+            return torch.stack([self._loss(q, batch, batch["target_mask"])
+                                for q in self.station_quantiles(batch, members=True)])
+        qs, aux = station_forward(self.net, *(batch[k] for k in INPUTS), batch["station_row"],
+                                  batch["station_col"], members=True, aux=True)
+        return torch.stack([self._loss(q, batch, batch["target_mask"]) + self.cfg.optim.aux_weight
+                            * self._aux_loss(a, batch) for q, a in zip(qs, aux, strict=True)])
+
+    def _aux_loss(self, a: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Masked pinball (P50) in log1p units of the auxiliary P50 a [B, L, n_aux, S] (normalised log space)."""
+        norm = self.net.lead.aux_norm if hasattr(self.net, "lead") else self.net.aux_norm
+        keep = batch["aux_mask"] > 0.5
+        t = norm(torch.where(keep, batch["aux_target"], torch.zeros_like(batch["aux_target"])), dim=2)
+        err = (t - a) * norm.std.reshape(1, 1, -1, 1)
+        return 0.5 * torch.where(keep, err.abs(), torch.zeros_like(err)).sum() / keep.sum().clamp(min=1)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """Each ensemble member on its own loss (summed, so each gets the gradient it would get alone; one net
@@ -203,9 +225,19 @@ class AQModule(L.LightningModule):
 
     def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: float | None = None,
                                     gradient_clip_algorithm: str | None = None) -> None:
-        """Clip each ensemble member's gradient norm on its own (as if it trained alone)."""
-        members = getattr(self.net, "members", None)
-        if members is None or not gradient_clip_val:
+        """Clip each ensemble member's gradient norm on its own (as if it trained alone). A member whose
+        gradient is not finite (an overflowing forecast on one sample) sits this step out: its gradient is
+        zeroed and counted (`skipped_updates`, warned), so one bad step cannot turn its weights into NaN (M31)."""
+        members = getattr(self.net, "members", None) or [self.net]
+        for m in members:
+            grads = [p.grad for p in m.parameters() if p.grad is not None]
+            if grads and not all(bool(torch.isfinite(g).all()) for g in grads):
+                for g in grads:
+                    g.zero_()
+                self.skipped_updates += 1
+                logging.getLogger(__name__).warning("step %d: non-finite gradient, update skipped for a network "
+                                                    "(%d so far)", int(self.global_step), self.skipped_updates)
+        if len(members) == 1 or not gradient_clip_val:
             return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
         for m in members:
             torch.nn.utils.clip_grad_norm_(m.parameters(), gradient_clip_val)

@@ -316,8 +316,9 @@ def _log_final(cfg: TrainConfig, dm: Any, module: Any, metrics: dict[str, float]
     """Final metrics (scalars + per lead, step = lead hour) and plots."""
     import mlflow
 
-    mlflow.log_metrics({f"final_{k}": v for k, v in metrics.items()} | {"train_seconds": seconds,
-                                                                         "global_step": trainer.global_step})
+    mlflow.log_metrics({f"final_{k}": v for k, v in metrics.items()} | {
+        "train_seconds": seconds, "global_step": trainer.global_step,
+        "skipped_updates": getattr(trainer.lightning_module, "skipped_updates", 0)})
     for lead in range(per_lead["mae"].shape[0]):
         row = {f"{name}_{sp}_by_lead": float(arr[lead, k]) for name, arr in per_lead.items()
                for k, sp in enumerate(("pm25", "o3")) if np.isfinite(arr[lead, k])}
