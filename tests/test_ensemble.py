@@ -111,17 +111,21 @@ def test_station_forward_gives_each_member_and_matches_the_grid():
     assert check_station_forward(ens, batch | {"station_row": row, "station_col": col}) < 1e-3
 
 
-def test_each_member_is_clipped_on_its_own(tiny_store_path: Path):
-    """Per-member clipping: a member with a huge gradient does not shrink the other's."""
+def _pair_module(store: Path):
+    """AQModule of configs/tiny.yaml with two members on the tiny store."""
     from training.config import load_config
+    from training.datamodule import AQDataModule
     from training.module import AQModule
 
     cfg = load_config(ROOT / "configs" / "tiny.yaml", ["model.members=2"])
-    from training.datamodule import AQDataModule
-
-    dm = AQDataModule(cfg, tiny_store_path)
+    dm = AQDataModule(cfg, store)
     dm.setup("fit")
-    mod = AQModule(cfg, dm.channels, json.loads(dm.ds.attrs["norm_stats"]))
+    return AQModule(cfg, dm.channels, json.loads(dm.ds.attrs["norm_stats"]))
+
+
+def test_each_member_is_clipped_on_its_own(tiny_store_path: Path):
+    """Per-member clipping: a member with a huge gradient does not shrink the other's."""
+    mod = _pair_module(tiny_store_path)
     big, small = (list(m.parameters()) for m in mod.net.members)
     for p in big:
         p.grad = torch.full_like(p, 10.0)
@@ -187,14 +191,7 @@ def test_calibration_fits_the_ensembles_band_not_a_members():
 def test_a_member_with_a_non_finite_gradient_sits_the_step_out(tiny_store_path: Path):
     """An overflowing forecast gives one member NaN gradients: that member's update is skipped and counted,
     the other's gradient is clipped as usual (the bj-base-s1 divergence, M31)."""
-    from training.config import load_config
-    from training.datamodule import AQDataModule
-    from training.module import AQModule
-
-    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["model.members=2"])
-    dm = AQDataModule(cfg, tiny_store_path)
-    dm.setup("fit")
-    mod = AQModule(cfg, dm.channels, json.loads(dm.ds.attrs["norm_stats"]))
+    mod = _pair_module(tiny_store_path)
     bad, good = (list(m.parameters()) for m in mod.net.members)
     for p in bad:
         p.grad = torch.full_like(p, 0.5)
