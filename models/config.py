@@ -5,8 +5,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 SPECIES: tuple[str, ...] = ("pm25", "o3")
 QUANTILES: tuple[float, ...] = (0.1, 0.5, 0.9)
-AUX_POLLUTANTS: tuple[str, ...] = ("pm10", "no2", "so2", "co")  # station pollutants that may be auxiliary targets
 POLLUTANTS: tuple[str, ...] = ("pm25", "pm10", "so2", "no2", "co", "o3")
+AUX_POLLUTANTS: tuple[str, ...] = tuple(p for p in POLLUTANTS if p not in SPECIES)  # may be auxiliary targets
 
 
 class ModelConfig(BaseModel):

@@ -47,6 +47,11 @@ class AQEnsemble(QuantileFrame):
     def target_norm(self) -> nn.Module:
         return self.lead.target_norm
 
+    @property
+    def aux_norm(self) -> nn.Module:
+        """The auxiliary targets' normaliser (`model.aux_targets`; the members share the statistics)."""
+        return self.lead.aux_norm
+
     def station_weight(self, obs_mask: torch.Tensor, scale: int = 0) -> torch.Tensor:
         return self.lead.station_weight(obs_mask, scale)
 

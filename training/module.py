@@ -75,6 +75,17 @@ def check_station_forward(net: Any, batch: dict[str, torch.Tensor], atol: float 
         return float("inf")
 
 
+def lr_factor(step: int, warm: int, total: int, schedule: str = "cosine") -> float:
+    """Learning-rate multiplier at `step`: linear warm-up over `warm` steps, then (cosine) down to 0.05 at
+    `total` steps and flat after; 1 after the warm-up with schedule "none"."""
+    if step < warm:
+        return (step + 1) / (warm + 1)
+    if schedule == "none":
+        return 1.0
+    p = min(1.0, (step - warm) / max(1, total - warm))
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p))
+
+
 def budget_steps(planned: int, step: int, seconds_per_step: float, seconds_left: float) -> int:
     """Steps the cosine may span: the planned total, or fewer if the rest would not fit in `seconds_left`."""
     fit = step + int(max(0.0, seconds_left) / max(seconds_per_step, 1e-9))
@@ -210,7 +221,7 @@ class AQModule(L.LightningModule):
 
     def _aux_loss(self, a: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Masked pinball (P50) in log1p units of the auxiliary P50 a [B, L, n_aux, S] (normalised log space)."""
-        norm = self.net.lead.aux_norm if hasattr(self.net, "lead") else self.net.aux_norm
+        norm = self.net.aux_norm
         keep = batch["aux_mask"] > 0.5
         t = norm(torch.where(keep, batch["aux_target"], torch.zeros_like(batch["aux_target"])), dim=2)
         err = (t - a) * norm.std.reshape(1, 1, -1, 1)
@@ -337,14 +348,6 @@ class AQModule(L.LightningModule):
         self._planned = max(1, int(self.trainer.estimated_stepping_batches))
         warm = min(o.warmup_steps, self._planned // 4)
 
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / (warm + 1)
-            if o.schedule == "none":
-                return 1.0
-            total = self.sched_total or self._planned
-            p = min(1.0, (step - warm) / max(1, total - warm))
-            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p))
-
-        sch = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        sch = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: lr_factor(step, warm, self.sched_total or self._planned, o.schedule))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sch, "interval": "step"}}

@@ -44,7 +44,7 @@ def _replay(run_dir: Path, store: str, config: Path, overrides: list[str], every
 
     from training.config import load_config
     from training.datamodule import AQDataModule
-    from training.module import INPUTS, AQModule, station_forward
+    from training.module import INPUTS, AQModule, lr_factor, station_forward
 
     cfg = load_config(config, overrides)
     L.seed_everything(cfg.optim.seed, workers=True, verbose=False)
@@ -56,23 +56,17 @@ def _replay(run_dir: Path, store: str, config: Path, overrides: list[str], every
     o = cfg.optim
     opt = torch.optim.AdamW(mod.parameters(), lr=o.lr, weight_decay=o.weight_decay)
     opt.load_state_dict(ck["optimizer_states"][0])
-    total = ck.get("lr_schedule_steps") or o.schedule_steps or 1
-    warm = o.warmup_steps
-
-    def lr(s: int) -> float:
-        if s < warm:
-            return o.lr * (s + 1) / (warm + 1)
-        return o.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, total - warm)))))
-
     step, epoch = int(ck["global_step"]), int(ck["epoch"])
     dl = dm.train_dataloader()
+    planned = max(1, len(dl) * o.max_epochs)  # the Trainer's estimated stepping batches
+    warm, total = min(o.warmup_steps, planned // 4), ck.get("lr_schedule_steps") or planned
     for _ in range(epoch + 1):  # the sampler's draws up to the checkpoint's epoch
         list(dl.sampler)
     dm.train_ds.set_epoch(epoch + 1)
     members = getattr(mod.net, "members", None) or [mod.net]
     for b, batch in enumerate(dl):
         for g in opt.param_groups:
-            g["lr"] = lr(step)
+            g["lr"] = o.lr * lr_factor(step, warm, total, o.schedule)
         opt.zero_grad()
         losses = mod.member_losses(batch)
         losses.sum().backward()
