@@ -83,7 +83,7 @@ class ModelConfig(BaseModel):
     def _aux(cls, a: tuple[str, ...]) -> tuple[str, ...]:
         bad = [p for p in a if p not in AUX_POLLUTANTS]
         if bad or len(set(a)) != len(a):
-            raise ValueError(f"aux_targets must be distinct names from {AUX_POLLUTANTS}, got {list(a)}")
+            raise ValueError(f"must be distinct pollutants from {AUX_POLLUTANTS}, got {list(a)}")
         return tuple(a)
 
     @field_validator("species")
