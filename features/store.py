@@ -104,7 +104,9 @@ def resolve_train_period(times: np.ndarray, train_period: Any) -> tuple[pd.Times
 def fit_norm_stats(ds: xr.Dataset, train_period: tuple[Any, Any]) -> dict[str, dict[str, float]]:
     """{var: {mean, std}} over the training period for every input/target/static/truth variable.
 
-    Pollutants (stn_/obs_/truth_<p>) also get `mean_log1p`, `std_log1p`. Calendar features: mean 0, std 1.
+    Pollutants (stn_/obs_/truth_<p>) and every other variable that is never negative in the training period
+    (precipitation, wind speed: models may normalise them in log1p space) also get `mean_log1p`, `std_log1p`.
+    Calendar features: mean 0, std 1.
     A zero or undefined std is stored as 1.
     """
     start, end = (to_utc_naive(t) for t in train_period)
@@ -121,7 +123,7 @@ def fit_norm_stats(ds: xr.Dataset, train_period: tuple[Any, Any]) -> dict[str, d
         std = float(a.std(dtype=np.float64)) if a.size else 1.0
         stats[str(name)] = {"mean": mean, "std": std if std > 0 else 1.0}
         prefix, _, p = str(name).partition("_")
-        if p in POLLUTANTS and prefix in ("stn", "obs", "truth"):
+        if (p in POLLUTANTS and prefix in ("stn", "obs", "truth")) or (a.size and a.min() >= 0):
             lg = np.log1p(np.maximum(a, 0))
             sl = float(lg.std(dtype=np.float64)) if a.size else 1.0
             stats[str(name)].update(mean_log1p=float(lg.mean(dtype=np.float64)) if a.size else 0.0,

@@ -39,6 +39,9 @@ class ModelConfig(BaseModel):
     decoder_kernel: int = Field(1, ge=1)
     decoder_layers: int = Field(1, ge=1, le=4)
     forcing_windows: tuple[int, ...] = ()
+    # forcings normalised in log1p space like the pollutants, e.g. [met_tp]: precipitation is 93 % zeros and
+    # reaches 125 standard deviations linearly (M31), 26 in log1p space
+    log_forcings: tuple[str, ...] = ()
     forcing_changes: bool = False  # each lead also sees every forcing's change since the init hour
     skip_gate: bool = False  # the decoder scales the persistence skip per lead and cell by 2 sigmoid(g), g = 0 at init
     # training-only heads for other pollutants' P50 (multi-task), e.g. [pm10, no2, co]; not in the forecast

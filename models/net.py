@@ -83,7 +83,10 @@ class AQNet(QuantileFrame):
         h, n_leads = cfg.history, cfg.leads
         co, cf, cs = len(self.obs_names), len(self.forcing_names), len(self.static_names)
         self.obs_norm = Normalizer(self.obs_names, norm_stats)
-        self.forcing_norm = Normalizer(self.forcing_names, norm_stats)
+        unknown = sorted(set(cfg.log_forcings) - set(self.forcing_names))
+        if unknown:
+            raise ValueError(f"model.log_forcings names channels that are not forcings of this model: {unknown}")
+        self.forcing_norm = Normalizer(self.forcing_names, norm_stats, cfg.log_forcings)
         self.static_norm = Normalizer(self.static_names, norm_stats)
         self.target_norm = Normalizer([f"obs_{s}" for s in cfg.species], norm_stats)
         bases = [base_name(n) for n in self.obs_names]

@@ -1,12 +1,12 @@
 """Per-channel normalisation held as model buffers, so the model takes and returns physical units.
 
-Pollutants are normalised in log1p space (`(log1p(max(x,0)) - mean_log1p) / std_log1p`), everything else as
-`(x - mean) / std`. Channels without statistics (calendar encodings) pass through (mean 0, std 1).
+Pollutants are normalised in log1p space (`(log1p(max(x,0)) - mean_log1p) / std_log1p`), so are the channels a
+model names in `log_names` (skewed non-negative forcings such as precipitation), everything else as `(x - mean) / std`. Channels without statistics (calendar encodings) pass through (mean 0, std 1).
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -25,16 +25,24 @@ def base_name(name: str) -> str:
     return name
 
 
-def channel_stats(name: str, norm_stats: Mapping[str, Mapping[str, Any]]) -> tuple[float, float, bool]:
-    """(mean, std, log1p?) for one channel name, looked up as given, then by base name / common prefixes."""
+def channel_stats(name: str, norm_stats: Mapping[str, Mapping[str, Any]],
+                  log_names: Collection[str] = ()) -> tuple[float, float, bool]:
+    """(mean, std, log1p?) for one channel name, looked up as given, then by base name / common prefixes.
+
+    A channel in `log_names` must have log1p statistics (ValueError otherwise); a pollutant without them is
+    normalised linearly."""
     base = base_name(name)
-    is_log = base in POLLUTANTS
+    is_log = base in POLLUTANTS or name in log_names
     entry = None
     for key in (name, base, f"obs_{base}", f"stn_{base}", f"met_{base}", f"sat_{base}", f"emis_{base}",
                 f"static_{base}"):
         if key in norm_stats:
             entry = norm_stats[key]
             break
+    if name in log_names and "mean_log1p" not in (entry or {}):
+        raise ValueError(f"{name} is to be normalised in log1p space, but the feature store holds no log1p "
+                         f"statistics for it (a channel that can be negative, or a store built before they "
+                         f"existed: rebuild it with `aqcast features build`)")
     if entry is None:
         return 0.0, 1.0, is_log
     if is_log and "mean_log1p" in entry:
@@ -62,10 +70,11 @@ def log1p_safe(x: torch.Tensor) -> torch.Tensor:
 class Normalizer(nn.Module):
     """Normalise a channel axis (`dim`) of physical-unit tensors; `denormalize` inverts it (physical units)."""
 
-    def __init__(self, names: Sequence[str], norm_stats: Mapping[str, Mapping[str, Any]]):
+    def __init__(self, names: Sequence[str], norm_stats: Mapping[str, Mapping[str, Any]],
+                 log_names: Collection[str] = ()):
         super().__init__()
         self.names = list(names)
-        stats = [channel_stats(n, norm_stats) for n in self.names]
+        stats = [channel_stats(n, norm_stats, log_names) for n in self.names]
         self.register_buffer("mean", torch.tensor([s[0] for s in stats], dtype=torch.float32))
         self.register_buffer("std", torch.tensor([s[1] for s in stats], dtype=torch.float32))
         self.register_buffer("is_log", torch.tensor([float(s[2]) for s in stats], dtype=torch.float32))

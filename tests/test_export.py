@@ -90,7 +90,7 @@ def test_parity_random_and_dynamic_batch(artifact: Path, torch_model):
 
 def test_parity_with_decoder_options_and_diurnal_band(tmp_path: Path, tiny_store):
     """The decoder options (lead-axis convolutions, trailing forcing windows, the forcing's change since init,
-    two layers: those of configs/beijing.yaml; the skip gate, FiLM) and the diurnal factor of the band (`gap_hour`,
+    two layers: those of configs/beijing.yaml; the skip gate, FiLM, precipitation in log1p space) and the diurnal factor of the band (`gap_hour`,
     read from the hour_sin / hour_cos forcings inside the graph) export and match PyTorch."""
     import torch
 
@@ -99,8 +99,10 @@ def test_parity_with_decoder_options_and_diurnal_band(tmp_path: Path, tiny_store
 
     model, meta = model_for_store(tiny_store, TINY_CFG | {"lead_dilations": [1, 4], "forcing_windows": [6, 24],
                                                      "forcing_changes": True, "decoder_layers": 2,
-                                                     "skip_gate": True, "decoder_film": True})
+                                                     "skip_gate": True, "decoder_film": True,
+                                                     "log_forcings": ["met_tp"]})
     assert model.hour_idx is not None and model.f_proj.in_channels == 6 * len(model.forcing_names)
+    assert model.forcing_norm.as_dict()["met_tp"]["log1p"]
     with torch.no_grad():
         for lc in model.lead_convs:
             torch.nn.init.normal_(lc.conv.weight, std=0.1)

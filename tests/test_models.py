@@ -85,6 +85,26 @@ def test_normalizer_round_trip_physical_units():
     assert norm.as_dict()["obs_pm25"]["log1p"] and not norm.as_dict()["met_sp"]["log1p"]
 
 
+def test_log_forcings_normalise_skewed_forcings_in_log1p_space():
+    """`model.log_forcings`: precipitation-like channels in log1p space (a downpour stays within ~25 sigma, not 125);
+    a channel without log1p statistics or not among the forcings is refused by name."""
+    stats = STATS | {"met_tp": {"mean": 0.053, "std": 0.573, "mean_log1p": 0.0244, "std_log1p": 0.165}}
+    rain = torch.tensor([[0.0, 0.2, 71.6]])
+    lin, lg = Normalizer(["met_tp"], stats), Normalizer(["met_tp"], stats, log_names=["met_tp"])
+    assert float(lin(rain.T, dim=1).max()) > 120 and float(lg(rain.T, dim=1).max()) < 26
+    z = lg(rain.T, dim=1)
+    assert torch.allclose(z[:, 0], (torch.log1p(rain[0]) - 0.0244) / 0.165, atol=1e-5)
+    assert torch.allclose(lg.denormalize(z, dim=1), rain.T, rtol=1e-4, atol=1e-5)  # expm1 back
+    with pytest.raises(ValueError, match="met_sp is to be normalised in log1p space"):
+        Normalizer(["met_sp"], stats, log_names=["met_sp"])
+    forc = FORC + ["met_tp"]
+    cfg = ModelConfig(**SMALL, log_forcings=["met_tp"])
+    model = build_model(cfg, {"obs": OBS, "forcing": forc, "static": STATIC}, stats)
+    assert model.forcing_norm.as_dict()["met_tp"]["log1p"] and not model.forcing_norm.as_dict()["met_t2m"]["log1p"]
+    with pytest.raises(ValueError, match=r"not forcings of this model: \['met_tp'\]"):
+        build_model(cfg, {"obs": OBS, "forcing": FORC, "static": STATIC}, stats)
+
+
 def test_state_dict_round_trip_carries_normalisation():
     model, cfg = _model()
     buf = io.BytesIO()

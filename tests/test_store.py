@@ -39,6 +39,8 @@ def test_normalisation_fitted_on_training_period_only(tmp_path) -> None:
     assert not np.allclose(sa["stn_pm25"].values[-24:], sb["stn_pm25"].values[-24:], equal_nan=True)
     na, nb = json.loads(sa.attrs["norm_stats"]), json.loads(sb.attrs["norm_stats"])
     assert na.keys() == nb.keys() and "stn_pm25" in na and "mean_log1p" in na["stn_pm25"]
+    # log1p statistics for what is never negative (precipitation), none for what can be (temperature)
+    assert "mean_log1p" in na["met_tp"] and "mean_log1p" not in na["met_t2m"]
     for k in na:
         for stat in na[k]:
             assert na[k][stat] == pytest.approx(nb[k][stat], rel=1e-6), (k, stat)
