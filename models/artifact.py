@@ -57,7 +57,10 @@ class ModelCard(BaseModel):
     train_window: list[str] | None = None
     validation_window: list[str] | None = None
     validation_metrics: dict[str, Any] = Field(default_factory=dict)
-    norm_stats: dict[str, Any] = Field(default_factory=dict)
+    norm_stats: dict[str, Any] = Field(default_factory=dict, description="the store's statistics (informative)")
+    normalisation: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per channel {mean, std, log1p} as applied inside the graph: "
+        "(x - mean) / std, or (log1p(max(x, 0)) - mean) / std where log1p")
     parity: Parity | None = None
     created: str | None = None
     code_version: str | None = None

@@ -66,6 +66,11 @@ def test_card_contents(artifact: Path, tiny_store):
     assert card.parity.max_abs_diff_random < 1e-2 and card.parity.max_abs_diff_real < 1e-2
     assert card.code_version and card.created and card.dynamic_spatial
     assert card.receptive_field_cells and card.norm_stats["obs_pm25"]["mean_log1p"] > 0
+    # the normalisation the graph applies, channel by channel: pollutants in log1p space, precipitation linear
+    assert card.normalisation["obs_pm25"] == {"mean": pytest.approx(card.norm_stats["obs_pm25"]["mean_log1p"]),
+                                              "std": pytest.approx(card.norm_stats["obs_pm25"]["std_log1p"]),
+                                              "log1p": True}
+    assert card.normalisation["met_tp"]["log1p"] is False and set(card.normalisation) >= set(card.channels["forcing"])
 
 
 def test_parity_random_and_dynamic_batch(artifact: Path, torch_model):
@@ -88,6 +93,11 @@ def test_parity_random_and_dynamic_batch(artifact: Path, torch_model):
         assert (got >= 0).all() and (np.diff(got, axis=3) >= -1e-4).all()  # non-negative, monotone quantiles
 
 
+def meta_stats(meta: dict) -> dict:
+    """The store's norm_stats from a model's metadata (a JSON string or a dict)."""
+    return json.loads(meta["norm_stats"]) if isinstance(meta["norm_stats"], str) else meta["norm_stats"]
+
+
 def test_parity_with_decoder_options_and_diurnal_band(tmp_path: Path, tiny_store):
     """The decoder options (lead-axis convolutions, trailing forcing windows, the forcing's change since init,
     two layers: those of configs/beijing.yaml; the skip gate, FiLM, precipitation in log1p space) and the diurnal factor of the band (`gap_hour`,
@@ -95,7 +105,7 @@ def test_parity_with_decoder_options_and_diurnal_band(tmp_path: Path, tiny_store
     import torch
 
     from training.bench import model_for_store
-    from training.export import parity, random_inputs, to_onnx
+    from training.export import applied_normalisation, parity, random_inputs, to_onnx
 
     model, meta = model_for_store(tiny_store, TINY_CFG | {"lead_dilations": [1, 4], "forcing_windows": [6, 24],
                                                      "forcing_changes": True, "decoder_layers": 2,
@@ -103,13 +113,16 @@ def test_parity_with_decoder_options_and_diurnal_band(tmp_path: Path, tiny_store
                                                      "log_forcings": ["met_tp"]})
     assert model.hour_idx is not None and model.f_proj.in_channels == 6 * len(model.forcing_names)
     assert model.forcing_norm.as_dict()["met_tp"]["log1p"]
+    assert applied_normalisation(model)["met_tp"] == {"mean": pytest.approx(meta_stats(meta)["met_tp"]["mean_log1p"]),
+                                                      "std": pytest.approx(meta_stats(meta)["met_tp"]["std_log1p"]),
+                                                      "log1p": True}  # so the model card says so
     with torch.no_grad():
         for lc in model.lead_convs:
             torch.nn.init.normal_(lc.conv.weight, std=0.1)
         torch.nn.init.normal_(model.skip_gate.weight, std=0.1)
         torch.nn.init.normal_(model.film.weight, std=0.1)
         model.gap_hour.copy_(torch.tensor([[[0.2, -0.1, 0.05, 0.0]] * 2, [[0.4, 0.1, 0.0, -0.1]] * 2]))
-    stats = json.loads(meta["norm_stats"]) if isinstance(meta["norm_stats"], str) else meta["norm_stats"]
+    stats = meta_stats(meta)
     x = random_inputs(meta["channels"], 24, 72, 12, 10, 2, 0, stats)
     to_onnx(model, x, tmp_path / "m.onnx")
     rep = parity(model, tmp_path / "m.onnx", [x, random_inputs(meta["channels"], 24, 72, 12, 10, 1, 1, stats)])
