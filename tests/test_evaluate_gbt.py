@@ -53,6 +53,8 @@ def test_gbt_column_on_same_samples(tmp_path, tiny_store, model_meta):
     rep2 = evaluate_model(model, meta, tiny_store, "2021-01-15T08:00+08:00", "2021-01-18T08:00+08:00", "12h",
                           out_dir=tmp_path / "b", **kw)
     assert "loaded from cache" in rep2["scorecard"].read_text()
+    assert "GBT reference (models/gbt.py, HistGradientBoosting quantile, observed = perfect met like the deep " \
+           "model) at the input stations, fitted on " in rep2["scorecard"].read_text()  # how, also from the cache
     np.testing.assert_array_equal(rep2["results"]["train_stations"]["mae_ref_gbt"], tr["mae_ref_gbt"])
 
 

@@ -77,20 +77,22 @@ def gbt_forecast(ds_p, meta: dict[str, Any], inits: np.ndarray, inputs: list[str
     if path.is_file():
         with open(path, "rb") as f:
             g = pickle.load(f)
-        how = f"loaded from cache {path}"
+        fit = getattr(g, "fit_note", None)  # how it was fitted (caches written since round eighteen)
+        how = f"{fit}, loaded from cache {path}" if fit else f"loaded from cache {path}"
     else:
         train_rows = (ss.times >= train[0]) & (ss.times <= train[1])
         tr_init = init_indices(ss, train[0], train[1], 1, n_l, valid_inside=True)[::3]
         if tr_init.size < 10:
             raise ValueError(f"too few training inits for the GBT reference ({tr_init.size})")
         g = GBTReference(leads=n_l, **kw).fit(ss, train_rows, tr_init)
+        g.fit_note = (f"fitted on {tr_init.size} training inits (every 3 h, all valid times inside "
+                      f"{str(train[0])[:16]} .. {str(train[1])[:16]} UTC) in {time.time() - tic:.0f} s")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         with open(tmp, "wb") as f:
             pickle.dump(g, f)
         tmp.replace(path)
-        how = (f"fitted on {tr_init.size} training inits (every 3 h, all valid times inside "
-               f"{str(train[0])[:16]} .. {str(train[1])[:16]} UTC) in {time.time() - tic:.0f} s, cached {path}")
+        how = f"{g.fit_note}, cached {path}"
     echo(f"GBT reference {how}")
     idx = ((inits - ss.times[0]) // HOUR).astype(int)
     tic = time.time()
