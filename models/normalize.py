@@ -1,7 +1,8 @@
 """Per-channel normalisation held as model buffers, so the model takes and returns physical units.
 
 Pollutants are normalised in log1p space (`(log1p(max(x,0)) - mean_log1p) / std_log1p`), so are the channels a
-model names in `log_names` (skewed non-negative forcings such as precipitation), everything else as `(x - mean) / std`. Channels without statistics (calendar encodings) pass through (mean 0, std 1).
+model names in `log_names` (skewed non-negative forcings such as precipitation), everything else as
+`(x - mean) / std`. Channels without statistics (calendar encodings) pass through (mean 0, std 1).
 """
 from __future__ import annotations
 

@@ -123,7 +123,7 @@ def make_tiny_store(n_days: int = 20, seed: int = 0) -> xr.Dataset:
         a = sel[name].values.astype(np.float64)
         stats[name] = {"mean": float(np.nanmean(a)), "std": float(np.nanstd(a)) or 1.0}
         pollutant = name.split("_", 1)[-1] in TINY_POLLUTANTS and name.split("_", 1)[0] in ("stn", "obs")
-        if pollutant or (role == "forcing" and np.nanmin(a) >= 0):  # as features.store: log stats if never < 0
+        if pollutant or (role == "forcing" and np.nanmin(a) >= 0):  # log stats for never-negative forcings, as the store
             lg = np.log1p(np.maximum(a, 0))
             stats[name].update(mean_log1p=float(np.nanmean(lg)), std_log1p=float(np.nanstd(lg)) or 1.0)
     for c in TINY_CALENDAR:
