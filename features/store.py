@@ -31,7 +31,7 @@ REQUIRED_ATTRS = ("grid", "roles", "norm_stats", "train_period", "provenance")
 JSON_ATTRS = ("grid", "roles", "norm_stats", "train_period", "provenance", "qc_summary", "missing",
               "qc_summary_by_variable", "coverage", "missing_reasons")
 TIME_CHUNK = 24 * 30
-STORE_VERSION = "1"
+STORE_VERSION = "2"  # 2: log1p statistics for every never-negative variable (models.config log_forcings)
 DEFAULT_HOLDOUT_DAYS = 365
 
 

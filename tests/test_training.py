@@ -167,6 +167,18 @@ def _train_in_process(home: Path, store: Path, name: str, *extra: str) -> dict:
     return run_training(cfg, store=str(store), run_name=name, echo=lambda s: None)
 
 
+def test_a_model_that_refuses_the_store_is_a_clear_error(home: Path, tiny_store_path: Path) -> None:
+    """A forcing asked in log1p space that can be negative (no log1p statistics in the store): one line naming the
+    store, the config key and the channel, exit 2, no traceback."""
+    res = subprocess.run([sys.executable, "-c", "from training.cli import main; main()", "train", "--config",
+                          str(TINY), "--store", str(tiny_store_path), "--run-name", "refused",
+                          "--set", "model.log_forcings=[met_t2m]"], capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert res.returncode == 2, res.stderr
+    assert f"{tiny_store_path}, key 'model': met_t2m is to be normalised in log1p space" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
 def test_ema_weights_are_validated_and_registered(home: Path, tiny_store_path: Path) -> None:
     """With optim.ema_decay the checkpoint (and so the registered model) holds the averaged weights, and the
     raw weights travel beside them for --resume."""
@@ -244,7 +256,7 @@ def test_resume_after_kill(home: Path, tiny_store_path: Path) -> None:
     assert run.data.metrics["global_step"] > saved["global_step"]
 
 
-def test_data_dir_builds_store_once_keyed_by_sha(home: Path, tiny_raw_dir: Path) -> None:
+def test_data_dir_builds_store_once_keyed_by_sha(home: Path, tiny_raw_dir: Path, monkeypatch) -> None:
     """--data builds the store under $AQCAST_HOME/stores/<sha>.zarr and reuses it while the inputs are unchanged."""
     from training.config import load_config
     from training.train import resolve_store
@@ -257,6 +269,9 @@ def test_data_dir_builds_store_once_keyed_by_sha(home: Path, tiny_raw_dir: Path)
     assert again == first and msgs[-1].startswith("reusing")
     other = resolve_store(load_config(TINY, ["data.build.res_km=5"]), None, str(tiny_raw_dir), msgs.append)
     assert other != first
+    monkeypatch.setattr("features.store.STORE_VERSION", "999")  # a store written by older code is not reused
+    newer = resolve_store(cfg, None, str(tiny_raw_dir), msgs.append)
+    assert newer != first and msgs[-1].startswith("building")
 
 
 def test_cosine_is_fitted_to_the_time_budget_and_kept_on_resume(tiny_store_path: Path) -> None:

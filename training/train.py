@@ -42,8 +42,10 @@ def _sha_file(path: Path) -> str:
 
 
 def store_key(data_dir: Path, cfg: TrainConfig) -> str:
-    """sha256 over the input files' contents, the build options and the training period."""
-    h = hashlib.sha256()
+    """sha256 over the input files' contents, the build options, the training period and the store format."""
+    from features.store import STORE_VERSION
+
+    h = hashlib.sha256(f"store {STORE_VERSION}\n".encode())
     for p in sorted(q for q in data_dir.iterdir() if q.is_file() and not q.name.startswith(".")):
         h.update(f"{p.name}:{_sha_file(p)}\n".encode())
     h.update(json.dumps([cfg.data.build.model_dump(mode="json"), cfg.data.train_period]).encode())
@@ -211,7 +213,10 @@ def run_training(cfg: TrainConfig, store: str | None = None, data: str | None = 
     dm = AQDataModule(cfg, store_path)
     dm.setup("fit")
     norm_stats = json.loads(dm.ds.attrs["norm_stats"])
-    module = AQModule(cfg, dm.channels, norm_stats)
+    try:
+        module = AQModule(cfg, dm.channels, norm_stats)
+    except ValueError as err:  # the model refuses these inputs, e.g. model.log_forcings without log1p statistics
+        raise DataError(Problem(str(err), file=str(store_path), key="model")) from err
     exp_id = tracking.setup(tracking_uri or cfg.tracking.tracking_uri, cfg.tracking.experiment)
     prev = _state(run_dir).get("run_id") if resume else None
     resumed_step = int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]) if ckpt else None
