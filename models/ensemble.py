@@ -52,6 +52,10 @@ class AQEnsemble(QuantileFrame):
         """The auxiliary targets' normaliser (`model.aux_targets`; the members share the statistics)."""
         return self.lead.aux_norm
 
+    def normalisation(self) -> dict[str, dict[str, Any]]:
+        """The members share their normalisation: the lead member's."""
+        return self.lead.normalisation()
+
     def station_weight(self, obs_mask: torch.Tensor, scale: int = 0) -> torch.Tensor:
         return self.lead.station_weight(obs_mask, scale)
 

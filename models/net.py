@@ -149,6 +149,13 @@ class AQNet(QuantileFrame):
             self.aux_norm = Normalizer([f"obs_{p}" for p in cfg.aux_targets], norm_stats)
             self.aux_head = nn.Conv2d(d, len(cfg.aux_targets), 1)
 
+    def normalisation(self) -> dict[str, dict[str, Any]]:
+        """{channel: {mean, std, log1p}} as this net's normalisers apply them (for the model card)."""
+        out: dict[str, dict[str, Any]] = {}
+        for norm in (self.obs_norm, self.forcing_norm, self.static_norm, self.target_norm):
+            out |= norm.as_dict()
+        return out
+
     def _obs_features(self, obs: torch.Tensor, obs_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """-> folded features [B, C_in, Y, X] and the skip's base [B, 2 * n_sp, Y, X]: the targets' spread
         last observation, then `station_weight` of each species (with `diurnal_inputs`, then the targets'

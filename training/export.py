@@ -196,20 +196,9 @@ def build_card(model: Any, meta: Mapping[str, Any], parity_report: Parity | None
         validation_window=_window(meta.get("validation_window") or meta.get("val_period")),
         validation_metrics={k: v for k, v in dict(metrics).items() if isinstance(v, (int, float, str, dict, list))},
         norm_stats=json.loads(norm) if isinstance(norm, str) else dict(norm), parity=parity_report,
-        normalisation=applied_normalisation(model),
+        normalisation=model.normalisation() if hasattr(model, "normalisation") else {},
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), code_version=code_version(),
         store=_str(meta.get("store")), quantile_calibration=meta.get("quantile_calibration"))
-
-
-def applied_normalisation(model: Any) -> dict[str, dict[str, Any]]:
-    """{channel: {mean, std, log1p}} of the normalisers inside `model` (an ensemble's members share them)."""
-    net = model.members[0] if hasattr(model, "members") else model
-    out: dict[str, dict[str, Any]] = {}
-    for attr in ("obs_norm", "forcing_norm", "static_norm", "target_norm"):
-        norm = getattr(net, attr, None)
-        if norm is not None:
-            out |= norm.as_dict()
-    return out
 
 
 def _str(v: Any) -> str | None:
