@@ -47,6 +47,9 @@ class ModelConfig(BaseModel):
     # training-only heads for other pollutants' P50 (multi-task), e.g. [pm10, no2, co]; not in the forecast
     aux_targets: tuple[str, ...] = ()
     decoder_film: bool = False  # the weather at each lead scales the init-hour state's projection (1 + FiLM, 0 at init)
+    # one decoder per species (grouped 1x1 convolutions, each `decoder_hidden` wide) on the shared encoder state:
+    # the species stop sharing the decoder's features (the aux targets' extra sharing cost O3, M32)
+    species_decoders: bool = False
     lead_dilations: tuple[int, ...] = ()  # causal residual convs along the lead axis in the decoder
     dropout: float = Field(0.0, ge=0, lt=1)
     persistence_skip: bool = True

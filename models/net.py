@@ -9,7 +9,7 @@ Pipeline (all fully convolutional, limited receptive field, so large grids can b
    trailing means over `forcing_windows` hours) + lead embedding (with `decoder_film` those forcing features
    also scale the projected state, 1 + FiLM) -> MLP (`decoder_layers`) -> optional causal
    convolutions along the lead axis (`lead_dilations`) -> 6 channels (2 species x {p50, lower gap, upper
-   gap}); the gaps are scaled by the calibration buffer `gap_scale`; with `diurnal_inputs` each lead also sees
+   gap}; with `species_decoders` each species has its own decoder, as grouped convolutions); the gaps are scaled by the calibration buffer `gap_scale`; with `diurnal_inputs` each lead also sees
    the cell's targets at the same local hour on the last day of the history (`same_hour`);
 5. p50 (normalised log space) = head_gain[lead, species] * head + alpha[lead, species] * spread last
    observation (persistence skip; the cell's own observation where it has one with `persistence_exact`;
@@ -56,10 +56,10 @@ class LeadConv(nn.Module):
     l sees leads l and l - dilation (the trajectory of the hours since init, not only the valid hour's
     forcing). Zero-initialised, so it starts as the identity."""
 
-    def __init__(self, ch: int, dilation: int):
+    def __init__(self, ch: int, dilation: int, groups: int = 1):
         super().__init__()
         self.dilation = dilation
-        self.conv = nn.Conv1d(ch, ch, 2, dilation=dilation)
+        self.conv = nn.Conv1d(ch, ch, 2, dilation=dilation, groups=groups)
         nn.init.zeros_(self.conv.weight)
         nn.init.zeros_(self.conv.bias)
 
@@ -100,15 +100,16 @@ class AQNet(QuantileFrame):
         stem_in = h * co * 2 + len(self.spread_hours) * co * 2 * n_s + n_hist_f * cf * 2 + cs
         self.stem = nn.Conv2d(stem_in, cfg.hidden, 1)
         self.blocks = nn.Sequential(*[ResBlock(cfg.hidden, d, cfg.dropout) for d in cfg.dilations])
-        d = cfg.decoder_hidden
+        g = len(cfg.species) if cfg.species_decoders else 1  # decoder groups: with g > 1 one per species
+        d = cfg.decoder_hidden * g
         self.z_proj = nn.Conv2d(cfg.hidden, d, 1)
         self.f_proj = nn.Conv2d((3 + len(cfg.forcing_windows) + cfg.forcing_changes) * cf, d, 1, bias=False)
         self.lead_emb = nn.Parameter(torch.zeros(n_leads, d))
         k = cfg.decoder_kernel
-        self.dec = nn.Conv2d(d, d, k, padding=k // 2)
-        self.dec_extra = nn.ModuleList(nn.Conv2d(d, d, 1) for _ in range(cfg.decoder_layers - 1))
-        self.lead_convs = nn.ModuleList(LeadConv(d, dl) for dl in cfg.lead_dilations)
-        self.head = nn.Conv2d(d, len(cfg.species) * 3, 1)
+        self.dec = nn.Conv2d(d, d, k, padding=k // 2, groups=g)
+        self.dec_extra = nn.ModuleList(nn.Conv2d(d, d, 1, groups=g) for _ in range(cfg.decoder_layers - 1))
+        self.lead_convs = nn.ModuleList(LeadConv(d, dl, g) for dl in cfg.lead_dilations)
+        self.head = nn.Conv2d(d, len(cfg.species) * 3, 1, groups=g)  # species-major outputs: group s -> species s
         nn.init.normal_(self.lead_emb, std=0.02)
         with torch.no_grad():  # initial P10-P90 gap ~ +-0.5 std in log space
             self.head.bias.view(len(cfg.species), 3)[:, 1:] = math.log(math.expm1(0.5))
@@ -138,7 +139,7 @@ class AQNet(QuantileFrame):
             self.d_proj = nn.Conv2d(2 * n_sp, d, 1, bias=False)
             self.beta = nn.Parameter(torch.zeros(n_leads, n_sp))
         if cfg.skip_gate:  # built last too: how much of the init-hour state persists depends on the weather since
-            self.skip_gate = nn.Conv2d(d, len(cfg.species), 1)  # zero-initialised: the factor starts at 1
+            self.skip_gate = nn.Conv2d(d, len(cfg.species), 1, groups=g)  # zero-initialised: the factor starts at 1
             nn.init.zeros_(self.skip_gate.weight)
             nn.init.zeros_(self.skip_gate.bias)
         if cfg.decoder_film:  # built last, zero-initialised: the state's projection starts unscaled
@@ -282,7 +283,8 @@ class AQNet(QuantileFrame):
 
     def decoder_hidden(self, z: torch.Tensor, fut: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         """Shared per-lead decoder up to its heads: state z [B, hidden, Y, X], features fut [B, L, F, Y, X],
-        base [B, 2 * n_sp, Y, X] (from `state`) -> hidden [B * L, decoder_hidden, Y, X]. Per cell when
+        base [B, 2 * n_sp, Y, X] (from `state`) -> hidden [B * L, D, Y, X] (D = decoder_hidden, times the number
+        of species with `species_decoders`: their groups one after the other). Per cell when
         decoder_kernel == 1 (any cell layout)."""
         n_leads, n_sp = self.cfg.leads, len(self.cfg.species)
         ny, nx = z.shape[-2], z.shape[-1]

@@ -100,7 +100,8 @@ def meta_stats(meta: dict) -> dict:
 
 def test_parity_with_decoder_options_and_diurnal_band(tmp_path: Path, tiny_store):
     """The decoder options (lead-axis convolutions, trailing forcing windows, the forcing's change since init,
-    two layers, precipitation in log1p space: those of configs/beijing.yaml; the skip gate, FiLM) and the diurnal
+    two layers, precipitation in log1p space: those of configs/beijing.yaml; the skip gate, FiLM, one decoder per
+    species) and the diurnal
     factor of the band (`gap_hour`, read from the hour_sin / hour_cos forcings inside the graph) export and match
     PyTorch."""
     import torch
@@ -111,7 +112,8 @@ def test_parity_with_decoder_options_and_diurnal_band(tmp_path: Path, tiny_store
     model, meta = model_for_store(tiny_store, TINY_CFG | {"lead_dilations": [1, 4], "forcing_windows": [6, 24],
                                                      "forcing_changes": True, "decoder_layers": 2,
                                                      "skip_gate": True, "decoder_film": True,
-                                                     "log_forcings": ["met_tp"]})
+                                                     "log_forcings": ["met_tp"], "species_decoders": True})
+    assert model.dec.groups == 2 and model.lead_convs[0].conv.groups == 2
     assert model.hour_idx is not None and model.f_proj.in_channels == 6 * len(model.forcing_names)
     assert model.forcing_norm.as_dict()["met_tp"]["log1p"]
     assert model.normalisation()["met_tp"] == {"mean": pytest.approx(meta_stats(meta)["met_tp"]["mean_log1p"]),

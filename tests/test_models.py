@@ -282,11 +282,12 @@ def test_decoder_options_validate_and_stay_monotone():
     assert (y >= 0).all() and (y[:, :, :, 0] <= y[:, :, :, 1]).all() and (y[:, :, :, 1] <= y[:, :, :, 2]).all()
 
 
-def test_station_forward_matches_full_grid_with_decoder_options():
+@pytest.mark.parametrize("species_decoders", [False, True])
+def test_station_forward_matches_full_grid_with_decoder_options(species_decoders):
     from models.losses import gather_stations
     from training.module import station_forward
 
-    model, cfg = _model(forcing_windows=[3, 6], decoder_layers=2)
+    model, cfg = _model(forcing_windows=[3, 6], decoder_layers=2, species_decoders=species_decoders)
     torch.nn.init.normal_(model.head.weight, std=0.1)
     x = _inputs(cfg)
     row, col = torch.tensor([[0, 4, 9], [3, 3, 7]]), torch.tensor([[1, 10, 5], [0, 6, 2]])
@@ -353,3 +354,31 @@ def test_head_gain_switches_the_decoder_term_per_lead():
     assert torch.equal(before[:, 1:], after[:, 1:])  # other leads untouched
     assert not torch.allclose(before[:, 0, :, 1], after[:, 0, :, 1])
     assert torch.allclose(after[:, 0, :, 1], skip, rtol=1e-4, atol=1e-3)
+
+
+def test_species_decoders_share_the_encoder_but_no_decoder_feature():
+    """species_decoders: ozone's decoder half (grouped convolutions) moves ozone only, PM2.5's PM2.5 only; the
+    encoder still moves both."""
+    model, cfg = _model(forcing_windows=[3], forcing_changes=True, decoder_layers=2, lead_dilations=[1],
+                        skip_gate=True, species_decoders=True)
+    d = cfg.decoder_hidden
+    assert model.z_proj.out_channels == 2 * d and model.head.groups == 2
+    x = _inputs(cfg)
+    with torch.no_grad():
+        for lc in model.lead_convs:
+            torch.nn.init.normal_(lc.conv.weight, std=0.3)
+        torch.nn.init.normal_(model.skip_gate.weight, std=0.3)
+        y = model(*x)
+        for half, moved in ((slice(d, 2 * d), 1), (slice(0, d), 0)):
+            m = copy.deepcopy(model)
+            m.z_proj.weight[half] += 0.5  # the state's projection into one species' decoder
+            m.dec.weight[half] *= -1.0
+            m.lead_emb[:, half] += 1.0
+            y2 = m(*x)
+            torch.testing.assert_close(y2[:, :, 1 - moved], y[:, :, 1 - moved])
+            assert (y2[:, :, moved] - y[:, :, moved]).abs().max() > 0.1
+        m = copy.deepcopy(model)
+        m.blocks[0].c1.weight += 0.2
+        m.blocks[0].c2.weight.normal_(std=0.2)
+        y3 = m(*x)
+        assert all((y3[:, :, s] - y[:, :, s]).abs().max() > 1e-3 for s in (0, 1))
