@@ -1,8 +1,10 @@
 """What `model.members` costs: one training step per member count, and one exported forecast per artifact.
 
-    python docs/scorecard/ensemble_cost.py STORE [--members 1 2 3] [--artifacts DIR ...] [--plain-heap]
+    python docs/scorecard/ensemble_cost.py STORE [--members 1 2 3] [--set KEY=VALUE ...] [--artifacts DIR ...]
+        [--plain-heap]
 
-Training step: batch of the Beijing config (`configs/beijing.yaml`, `model.members=M`) from STORE, forward +
+Training step: batch of the Beijing config (`configs/beijing.yaml`, `model.members=M`, plus each `--set` override
+on its own, e.g. `model.species_decoders=true`) from STORE, forward +
 backward + AdamW at the station cells as in training, 2 threads, median of 15 after 3 warm-up steps, with
 malloc keeping freed memory as `aqcast train` does (`training.heap`, M23) unless `--plain-heap`.
 Artifact: one 72-h forecast of the artifact's whole grid (batch 1, random inputs in range) with onnxruntime,
@@ -20,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def step_seconds(store: str, members: int, repeat: int = 15) -> float:
+def step_seconds(store: str, members: int, repeat: int = 15, sets: tuple[str, ...] = ()) -> float:
     import torch
 
     from training.config import load_config
@@ -28,7 +30,7 @@ def step_seconds(store: str, members: int, repeat: int = 15) -> float:
     from training.module import AQModule
 
     torch.manual_seed(0)
-    cfg = load_config(ROOT / "configs" / "beijing.yaml", [f"model.members={members}"])
+    cfg = load_config(ROOT / "configs" / "beijing.yaml", [f"model.members={members}", *sets])
     dm = AQDataModule(cfg, Path(store))
     dm.setup("fit")
     mod = AQModule(cfg, dm.channels, json.loads(dm.ds.attrs["norm_stats"]))
@@ -77,6 +79,8 @@ def main() -> None:
     ap.add_argument("store")
     ap.add_argument("--members", type=int, nargs="*", default=[1, 2, 3])
     ap.add_argument("--artifacts", nargs="*", default=[])
+    ap.add_argument("--set", dest="sets", action="append", default=[],
+                    help="a config override timed on its own beside the plain config (repeatable)")
     ap.add_argument("--plain-heap", action="store_true", help="glibc's default malloc (before M23)")
     a = ap.parse_args()
     torch.set_num_threads(2)
@@ -87,6 +91,8 @@ def main() -> None:
     print("| what | members | median |\n|---|---|---|")
     for m in a.members:
         print(f"| training step, batch 16 | {m} | {step_seconds(a.store, m):.3f} s |")
+        for s in a.sets:
+            print(f"| training step, batch 16, {s} | {m} | {step_seconds(a.store, m, sets=(s,)):.3f} s |")
     for d in a.artifacts:
         m, s, grid = forecast_seconds(Path(d))
         print(f"| 72-h forecast, {grid} cells, onnxruntime ({Path(d).name}) | {m} | {1000 * s:.1f} ms |")
