@@ -9,8 +9,9 @@ Pipeline (all fully convolutional, limited receptive field, so large grids can b
    trailing means over `forcing_windows` hours) + lead embedding (with `decoder_film` those forcing features
    also scale the projected state, 1 + FiLM) -> MLP (`decoder_layers`) -> optional causal
    convolutions along the lead axis (`lead_dilations`) -> 6 channels (2 species x {p50, lower gap, upper
-   gap}; with `species_decoders` each species has its own decoder, as grouped convolutions); the gaps are scaled by the calibration buffer `gap_scale`; with `diurnal_inputs` each lead also sees
-   the cell's targets at the same local hour on the last day of the history (`same_hour`);
+   gap}; with `species_decoders` each species has its own decoder, as grouped convolutions); the gaps are
+   scaled by the calibration buffer `gap_scale`; with `diurnal_inputs` each lead also sees the cell's targets
+   at the same local hour on the last day of the history (`same_hour`);
 5. p50 (normalised log space) = head_gain[lead, species] * head + alpha[lead, species] * spread last
    observation (persistence skip; the cell's own observation where it has one with `persistence_exact`;
    with `skip_gate` times 2 sigmoid of a decoder output, so the weather since init sets how much persists)

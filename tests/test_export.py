@@ -101,9 +101,8 @@ def meta_stats(meta: dict) -> dict:
 def test_parity_with_decoder_options_and_diurnal_band(tmp_path: Path, tiny_store):
     """The decoder options (lead-axis convolutions, trailing forcing windows, the forcing's change since init,
     two layers, precipitation in log1p space: those of configs/beijing.yaml; the skip gate, FiLM, one decoder per
-    species) and the diurnal
-    factor of the band (`gap_hour`, read from the hour_sin / hour_cos forcings inside the graph) export and match
-    PyTorch."""
+    species) and the diurnal factor of the band (`gap_hour`, read from the hour_sin / hour_cos forcings inside the
+    graph) export and match PyTorch."""
     import torch
 
     from training.bench import model_for_store
