@@ -1,8 +1,9 @@
 """What every gridded quantile forecaster shares after its decoder: the calibration of the P10/P90 gaps
 (buffers `gap_scale` and `gap_hour`, fitted by `training.calibrate`), quantiles in ug m-3 and the forward.
 
-A subclass provides `state`, `future_features`, `decode_parts`, `hour_basis`, `target_norm` and `cfg`;
-`models.net.AQNet` (one network) and `models.ensemble.AQEnsemble` (members averaged) are the two.
+A subclass provides `state`, `future_features`, `decode_parts`, `hour_basis`, `target_norm`, `normalisation`
+(for the model card) and `cfg`; `models.net.AQNet` (one network) and `models.ensemble.AQEnsemble` (members
+averaged) are the two.
 """
 from __future__ import annotations
 

@@ -196,7 +196,7 @@ def build_card(model: Any, meta: Mapping[str, Any], parity_report: Parity | None
         validation_window=_window(meta.get("validation_window") or meta.get("val_period")),
         validation_metrics={k: v for k, v in dict(metrics).items() if isinstance(v, (int, float, str, dict, list))},
         norm_stats=json.loads(norm) if isinstance(norm, str) else dict(norm), parity=parity_report,
-        normalisation=model.normalisation() if hasattr(model, "normalisation") else {},
+        normalisation=model.normalisation(),
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), code_version=code_version(),
         store=_str(meta.get("store")), quantile_calibration=meta.get("quantile_calibration"))
 
