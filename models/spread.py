@@ -60,6 +60,9 @@ class NormalizedConv(nn.Module):
         return torch.einsum("ncsyx,sjx->ncsyj", out, tx)
 
     def forward(self, value: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if torch.is_autocast_enabled(value.device.type):  # weight-free: float32 under mixed-precision training
+            with torch.autocast(value.device.type, enabled=False):
+                return self.forward(value.float(), mask.float())
         a = torch.stack([value * mask, mask], dim=1)  # [N, 2, Y, X]
         out = self._blur(a)
         num, den = out[:, 0], torch.clamp(out[:, 1], min=0.0)

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 from training.config import TrainConfig
+from training.precision import resolve as resolve_precision
+from training.precision import step_context
 
 INPUTS = ("obs", "obs_mask", "forcing", "forcing_mask", "static")
 SPECIES = ("pm25", "o3")
@@ -167,6 +169,7 @@ class AQModule(L.LightningModule):
         self._planned = 1
         self._schedule_checked = False  # the speed probe ran (fits or checks the cosine once a run)
         self.budget_warning: str | None = None  # the probe's warning, repeated by `aqcast train` at the end
+        self.precision = resolve_precision(cfg.optim.precision)  # of the training steps (training.precision)
         self.persist_idx = [channels["obs"].index(f"obs_{s}") if f"obs_{s}" in channels["obs"] else -1
                             for s in SPECIES]
 
@@ -210,7 +213,12 @@ class AQModule(L.LightningModule):
 
     def member_losses(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """[M] masked pinball loss of each ensemble member's own forecast (M = 1 for one net), plus
-        `optim.aux_weight` times its auxiliary targets' loss where the batch has them (training)."""
+        `optim.aux_weight` times its auxiliary targets' loss where the batch has them (training), in the
+        training steps' precision (`optim.precision`)."""
+        with step_context(self.precision, batch["target"].device.type):
+            return self._member_losses(batch)
+
+    def _member_losses(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if "aux_target" not in batch or not self.cfg.model.get("aux_targets") or not self._fast_ok(batch):
             return torch.stack([self._loss(q, batch, batch["target_mask"])
                                 for q in self.station_quantiles(batch, members=True)])

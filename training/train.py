@@ -290,6 +290,7 @@ def _log_setup(cfg: TrainConfig, dm: Any, store_path: Path, run_dir: Path) -> No
     import mlflow
 
     from training import tracking
+    from training.precision import resolve
 
     mlflow.log_params(tracking.flatten(cfg.model_dump(mode="json")))
     w = dm.windows()
@@ -302,7 +303,7 @@ def _log_setup(cfg: TrainConfig, dm: Any, store_path: Path, run_dir: Path) -> No
                        "stations.input": ",".join(dm.input_stations),
                        "stations.held_out": ",".join(cfg.data.held_out_stations)})
     mlflow.set_tags({"code_version": tracking.code_version(), "store": str(store_path), "config": cfg.name,
-                     "run_dir": str(run_dir)})
+                     "run_dir": str(run_dir), "precision": resolve(cfg.optim.precision)})
     attrs = {k: dm.ds.attrs.get(k) for k in ("grid", "train_period", "provenance", "missing", "missing_reasons",
                                              "qc_summary", "coverage", "store_version")}
     mlflow.log_dict({k: _maybe_json(v) for k, v in attrs.items() if v is not None}, "store_attrs.json")
