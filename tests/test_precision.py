@@ -23,15 +23,18 @@ def _module(store: Path, *overrides: str):
     return AQModule(cfg, dm.channels, json.loads(dm.ds.attrs["norm_stats"])), dm
 
 
-def test_auto_picks_bf16_only_where_the_cpu_has_it(monkeypatch: pytest.MonkeyPatch):
+def test_auto_picks_bf16_only_where_the_cpu_has_it(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
     from training import precision
 
-    assert precision.resolve("32") == "32" and precision.resolve("bf16-mixed") == "bf16-mixed"
+    assert precision.resolve("32") == "32"
     for native in (False, True):
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda n=native: n, raising=False)
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
         assert precision.native_bf16() is native
         assert precision.resolve("auto") == ("bf16-mixed" if native else "32")
+        caplog.clear()
+        assert precision.resolve("bf16-mixed") == "bf16-mixed"  # asked for explicitly: kept, warned if emulated
+        assert ("emulated" in caplog.text) is not native
     with pytest.raises(ValueError, match="optim.precision"):
         precision.resolve("fp16")
 

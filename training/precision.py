@@ -7,6 +7,7 @@ weight-free input features (the station spreading) opt out of autocast inside th
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import torch
 
@@ -26,6 +27,9 @@ def resolve(precision: str, device: str = "cpu") -> str:
         return "bf16-mixed" if native_bf16(device) else "32"
     if precision not in ("32", "bf16-mixed"):
         raise ValueError(f"optim.precision must be 32, bf16-mixed or auto, got {precision!r}")
+    if precision == "bf16-mixed" and not native_bf16(device):
+        logging.getLogger(__name__).warning("optim.precision bf16-mixed on a %s without native bfloat16: emulated, "
+                                            "likely slower than float32 (auto picks float32 here)", device)
     return precision
 
 
