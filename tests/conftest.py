@@ -217,3 +217,21 @@ def load_script(name: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def tiny_module(store: Path, *overrides: str):
+    """(AQModule, its fitted AQDataModule) of configs/tiny.yaml with `overrides` on the store at `store`
+    (weights seeded with 0)."""
+    import json
+
+    import torch
+
+    from training.config import load_config
+    from training.datamodule import AQDataModule
+    from training.module import AQModule
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml", list(overrides))
+    dm = AQDataModule(cfg, store)
+    dm.setup("fit")
+    torch.manual_seed(0)
+    return AQModule(cfg, dm.channels, json.loads(dm.ds.attrs["norm_stats"])), dm

@@ -4,27 +4,15 @@ They come from the horizon's station values (never inputs), enter the loss maske
 the forecast, the registered model and the ONNX graph's outputs unchanged."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_module
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
-
-
-def _module(store: Path, *overrides: str):
-    from training.config import load_config
-    from training.datamodule import AQDataModule
-    from training.module import AQModule
-
-    cfg = load_config(TINY, list(overrides))
-    dm = AQDataModule(cfg, store)
-    dm.setup("fit")
-    torch.manual_seed(0)
-    return AQModule(cfg, dm.channels, json.loads(dm.ds.attrs["norm_stats"])), dm
 
 
 def test_sampler_gives_the_horizons_station_values_as_aux_targets(tiny_store_path: Path):
@@ -52,7 +40,7 @@ def test_sampler_gives_the_horizons_station_values_as_aux_targets(tiny_store_pat
 
 
 def test_aux_loss_is_masked_weighted_and_reaches_only_its_head(tiny_store_path: Path):
-    mod, dm = _module(tiny_store_path, "model.aux_targets=[pm10,no2]", "optim.aux_weight=0.5")
+    mod, dm = tiny_module(tiny_store_path, "model.aux_targets=[pm10,no2]", "optim.aux_weight=0.5")
     batch = next(iter(dm.train_dataloader()))
     assert batch["aux_target"].shape[2] == 2 and batch["aux_mask"].sum() > 0
     with torch.no_grad():
@@ -65,7 +53,7 @@ def test_aux_loss_is_masked_weighted_and_reaches_only_its_head(tiny_store_path: 
     mod.zero_grad()
     (full := mod.member_losses(batch)).sum().backward()
     assert mod.net.aux_head.weight.grad.abs().sum() > 0
-    none, _ = _module(tiny_store_path, "model.aux_targets=[pm10,no2]", "optim.aux_weight=0")
+    none, _ = tiny_module(tiny_store_path, "model.aux_targets=[pm10,no2]", "optim.aux_weight=0")
     none.load_state_dict(mod.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(none.member_losses(batch), main)

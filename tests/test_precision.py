@@ -1,26 +1,14 @@
 """`optim.precision`: bfloat16 autocast of the training steps' learned layers, float32 everywhere else."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_module
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
-
-
-def _module(store: Path, *overrides: str):
-    from training.config import load_config
-    from training.datamodule import AQDataModule
-    from training.module import AQModule
-
-    cfg = load_config(TINY, list(overrides))
-    dm = AQDataModule(cfg, store)
-    dm.setup("fit")
-    torch.manual_seed(0)
-    return AQModule(cfg, dm.channels, json.loads(dm.ds.attrs["norm_stats"])), dm
 
 
 def test_auto_picks_bf16_only_where_the_cpu_has_it(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
@@ -66,8 +54,8 @@ def test_station_spreading_stays_float32_under_autocast():
 
 @pytest.mark.parametrize("members", [1, 2])
 def test_bf16_step_trains_float32_weights_on_a_close_loss(tiny_store_path: Path, members: int):
-    m32, dm = _module(tiny_store_path, f"model.members={members}")
-    m16, _ = _module(tiny_store_path, f"model.members={members}", "optim.precision=bf16-mixed")
+    m32, dm = tiny_module(tiny_store_path, f"model.members={members}")
+    m16, _ = tiny_module(tiny_store_path, f"model.members={members}", "optim.precision=bf16-mixed")
     m16.load_state_dict(m32.state_dict())
     batch = next(iter(dm.train_dataloader()))
     l32 = m32.member_losses(batch)
