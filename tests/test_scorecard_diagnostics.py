@@ -74,3 +74,24 @@ def test_replay_steps_repeats_a_runs_next_epoch_and_names_an_overflow(tiny_store
     found = rs.replay(run_dir, str(tiny_store_path), tiny, over, echo=lines.append, ceiling=False)
     assert found is not None and found["step"] == ck["global_step"] and found["lead"] >= 1
     assert rs.replay(run_dir, str(tiny_store_path), tiny, over, echo=lines.append) is None  # the ceiling holds
+
+
+def test_average_checkpoints_means_the_learned_weights_and_keeps_the_calibration():
+    import torch
+
+    ac = load_script("average_checkpoints")
+    best = {"net.members.0.w": torch.tensor([1.0, 3.0]), "net.gap_scale": torch.ones(2),
+            "net.members.0.gap_hour": torch.zeros(2), "net.steps": torch.tensor([4])}
+    last = {"net.members.0.w": torch.tensor([3.0, 5.0]), "net.gap_scale": torch.ones(2),
+            "net.members.0.gap_hour": torch.zeros(2), "net.steps": torch.tensor([9])}
+    model = {"state_dict": {"members.0.w": torch.tensor([1.0, 3.0]), "gap_scale": torch.full((2,), 1.3),
+                            "members.0.gap_hour": torch.full((2,), 0.2), "steps": torch.tensor([4])}}
+    assert ac.average_into(model, best, last) == 1
+    sd = model["state_dict"]
+    torch.testing.assert_close(sd["members.0.w"], torch.tensor([2.0, 4.0]))
+    torch.testing.assert_close(sd["gap_scale"], torch.full((2,), 1.3))  # fitted after training: kept
+    torch.testing.assert_close(sd["members.0.gap_hour"], torch.full((2,), 0.2))
+    assert int(sd["steps"]) == 4  # integer buffers are not averaged
+    other = {"state_dict": {"members.0.w": torch.tensor([0.0, 3.0])}}
+    with pytest.raises(ValueError, match="not those of the best"):
+        ac.average_into(other, best, last)
