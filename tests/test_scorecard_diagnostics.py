@@ -84,14 +84,13 @@ def test_average_checkpoints_means_the_learned_weights_and_keeps_the_calibration
             "net.members.0.gap_hour": torch.zeros(2), "net.steps": torch.tensor([4])}
     last = {"net.members.0.w": torch.tensor([3.0, 5.0]), "net.gap_scale": torch.ones(2),
             "net.members.0.gap_hour": torch.zeros(2), "net.steps": torch.tensor([9])}
-    model = {"state_dict": {"members.0.w": torch.tensor([1.0, 3.0]), "gap_scale": torch.full((2,), 1.3),
-                            "members.0.gap_hour": torch.full((2,), 0.2), "steps": torch.tensor([4])}}
-    assert ac.average_into(model, best, last) == 1
-    sd = model["state_dict"]
+    sd = {"members.0.w": torch.tensor([1.0, 3.0]), "gap_scale": torch.full((2,), 1.3),
+          "members.0.gap_hour": torch.full((2,), 0.2), "steps": torch.tensor([4])}
+    assert ac.average_into(sd, best, last) == 1
     torch.testing.assert_close(sd["members.0.w"], torch.tensor([2.0, 4.0]))
     torch.testing.assert_close(sd["gap_scale"], torch.full((2,), 1.3))  # fitted after training: kept
     torch.testing.assert_close(sd["members.0.gap_hour"], torch.full((2,), 0.2))
     assert int(sd["steps"]) == 4  # integer buffers are not averaged
-    other = {"state_dict": {"members.0.w": torch.tensor([0.0, 3.0])}}
+    other = {"members.0.w": torch.tensor([0.0, 3.0])}
     with pytest.raises(ValueError, match="not those of the best"):
         ac.average_into(other, best, last)

@@ -12,19 +12,19 @@ result are the averaged model's own; its band would need the calibration refitte
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 KEEP = ("gap_scale", "gap_hour")  # post-hoc calibration: fitted after training, not in the checkpoints' sense
+REGISTRY_KEYS = ("uri", "version", "model_uri", "alias")  # added by load_model from the registry
 
 
-def average_into(model: dict, best: dict, last: dict, keep: tuple[str, ...] = KEEP) -> int:
-    """Replace each floating tensor of `model['state_dict']` but `keep` by the mean of the Lightning checkpoints'
-    `net.<name>` in `best` and `last` (state dicts); -> the number of tensors averaged. Raises ValueError when
-    the model is not `best`'s weights."""
+def average_into(sd: dict, best: dict, last: dict, keep: tuple[str, ...] = KEEP) -> int:
+    """Replace each floating tensor of the model's state dict `sd` but `keep` by the mean of the Lightning
+    checkpoints' `net.<name>` in `best` and `last` (state dicts); -> the number of tensors averaged. Raises
+    ValueError when `sd` is not `best`'s weights."""
     import torch
 
-    sd, n = model["state_dict"], 0
+    n = 0
     for k, v in sd.items():
         if k.split(".")[-1] in keep or not v.is_floating_point():
             continue
@@ -39,23 +39,23 @@ def average_into(model: dict, best: dict, last: dict, keep: tuple[str, ...] = KE
 def main() -> None:
     import torch
 
-    from training.tracking import MODEL_DIR, MODEL_FILE, _current_uri, _download
+    from training.tracking import MODEL_FILE, load_model, save_checkpoint
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--model", required=True, help="the run's registered version, e.g. models:/aqcast/7")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        local, _ = _download(a.model, _current_uri(), tmp)
-        path = local / MODEL_FILE if (local / MODEL_FILE).is_file() else local / MODEL_DIR / MODEL_FILE
-        model = torch.load(path, map_location="cpu", weights_only=True)
+    net, meta = load_model(a.model)
+    for k in REGISTRY_KEYS:  # the result is not that registry version: its scorecard names the --out path
+        meta.pop(k, None)
     ckpt = {n: torch.load(a.run_dir / f"{n}.ckpt", map_location="cpu", weights_only=False) for n in ("best", "last")}
-    n = average_into(model, ckpt["best"]["state_dict"], ckpt["last"]["state_dict"])
-    a.out.mkdir(parents=True, exist_ok=True)
-    torch.save(model, a.out / MODEL_FILE)
+    sd = net.state_dict()
+    n = average_into(sd, ckpt["best"]["state_dict"], ckpt["last"]["state_dict"])
+    net.load_state_dict(sd)
+    path = save_checkpoint(a.out / MODEL_FILE, net, meta)
     print(f"{n} tensors averaged: best (epoch {ckpt['best']['epoch'] + 1}, step {ckpt['best']['global_step']}) and "
-          f"last (step {ckpt['last']['global_step']}) -> {a.out / MODEL_FILE}")
+          f"last (step {ckpt['last']['global_step']}) -> {path}")
 
 
 if __name__ == "__main__":
