@@ -229,7 +229,7 @@ def run_training(cfg: TrainConfig, store: str | None = None, data: str | None = 
             mlflow.set_tag("resumed_from_step", str(resumed_step))
             echo(f"resuming run {run_name} (MLflow {run_id}) from global step {resumed_step}")
         else:
-            _log_setup(cfg, dm, store_path, run_dir)
+            _log_setup(cfg, dm, store_path, run_dir, module.precision)
         bar = sys.stdout.isatty()  # Lightning draws its progress bar on a terminal; logs get a line per epoch
         trainer = _trainer(cfg, run_dir, [MlflowMetrics(echo=None if bar else echo)])
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
@@ -285,12 +285,11 @@ def _final_validation(module: Any, dm: Any) -> list[dict[str, float]]:
     return out
 
 
-def _log_setup(cfg: TrainConfig, dm: Any, store_path: Path, run_dir: Path) -> None:
-    """Params (flattened config), data windows, code version, store provenance."""
+def _log_setup(cfg: TrainConfig, dm: Any, store_path: Path, run_dir: Path, precision: str) -> None:
+    """Params (flattened config), data windows, code version, store provenance, resolved training precision."""
     import mlflow
 
     from training import tracking
-    from training.precision import resolve
 
     mlflow.log_params(tracking.flatten(cfg.model_dump(mode="json")))
     w = dm.windows()
@@ -303,7 +302,7 @@ def _log_setup(cfg: TrainConfig, dm: Any, store_path: Path, run_dir: Path) -> No
                        "stations.input": ",".join(dm.input_stations),
                        "stations.held_out": ",".join(cfg.data.held_out_stations)})
     mlflow.set_tags({"code_version": tracking.code_version(), "store": str(store_path), "config": cfg.name,
-                     "run_dir": str(run_dir), "precision": resolve(cfg.optim.precision)})
+                     "run_dir": str(run_dir), "precision": precision})
     attrs = {k: dm.ds.attrs.get(k) for k in ("grid", "train_period", "provenance", "missing", "missing_reasons",
                                              "qc_summary", "coverage", "store_version")}
     mlflow.log_dict({k: _maybe_json(v) for k, v in attrs.items() if v is not None}, "store_attrs.json")

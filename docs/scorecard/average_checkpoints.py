@@ -46,6 +46,9 @@ def main() -> None:
     ap.add_argument("--model", required=True, help="the run's registered version, e.g. models:/aqcast/7")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
+    missing = [str(a.run_dir / f"{n}.ckpt") for n in ("best", "last") if not (a.run_dir / f"{n}.ckpt").is_file()]
+    if missing:
+        raise SystemExit(f"no training checkpoint at {', '.join(missing)}: RUN_DIR is $AQCAST_HOME/runs/NAME of the run")
     net, meta = load_model(a.model)
     for k in REGISTRY_KEYS:  # the result is not that registry version: its scorecard names the --out path
         meta.pop(k, None)
