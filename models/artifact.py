@@ -67,6 +67,8 @@ class ModelCard(BaseModel):
     store: str | None = Field(None, description="feature store the model was trained on (informative)")
     quantile_calibration: dict[str, Any] | None = Field(None, description="P10/P90 gap scales fitted after "
                                                         "training (inside the graph) and their coverage")
+    weight_averaging: dict[str, Any] | None = Field(None, description="which weights were registered: method "
+                                                    "(none / tail / best_last), best_step, the steps averaged")
 
     def write(self, directory: str | Path) -> Path:
         """Write `model_card.json` into `directory`; returns its path."""

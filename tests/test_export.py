@@ -9,6 +9,7 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 TINY_CFG = {"hidden": 8, "decoder_hidden": 8, "dilations": [1, 2], "spread_sigmas": [1.5, 3.0]}
+AVERAGED = {"method": "tail", "best_step": 30, "steps": [30, 40, 45], "n": 3}  # as training.averaging reports it
 
 
 def tiny_artifact(tmp_path_factory: pytest.TempPathFactory, store, store_path: Path | None = None) -> Path:
@@ -21,7 +22,7 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory, store, store_path: P
         model, meta = model_for_store(store, TINY_CFG)
         meta |= {"validation_metrics": {"mae_pm25": 12.5, "crps_o3": 7.0},
                  "validation_window": ["2021-01-15T00:00:00+00:00", "2021-01-20T23:00:00+00:00"],
-                 "store": str(store_path) if store_path else None}
+                 "store": str(store_path) if store_path else None, "weight_averaging": AVERAGED}
         export_artifact(model, meta, out, store=store_path)
     return out
 
@@ -64,7 +65,7 @@ def test_card_contents(artifact: Path, tiny_store):
     assert card.validation_metrics["mae_pm25"] == 12.5 and card.validation_window
     assert card.parity is not None and card.parity.n_real >= 1 and card.parity.n_random >= 1
     assert card.parity.max_abs_diff_random < 1e-2 and card.parity.max_abs_diff_real < 1e-2
-    assert card.code_version and card.created and card.dynamic_spatial
+    assert card.code_version and card.created and card.dynamic_spatial and card.weight_averaging == AVERAGED
     assert card.receptive_field_cells and card.norm_stats["obs_pm25"]["mean_log1p"] > 0
     # the normalisation the graph applies, channel by channel: pollutants in log1p space, precipitation linear
     assert card.normalisation["obs_pm25"] == {"mean": pytest.approx(card.norm_stats["obs_pm25"]["mean_log1p"]),

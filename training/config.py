@@ -179,6 +179,16 @@ class OptimConfig(_Strict):
         "32", description="training steps' arithmetic: float32, or bfloat16 autocast of the learned layers "
         "(weights, optimizer, validation, calibration and export stay float32); auto = bf16-mixed where the "
         "CPU multiplies bfloat16 natively (training.precision)")
+    average_weights: Literal["none", "tail", "best_last"] = Field(
+        "none", description="registered weights: the best validation's (none), the mean of the weights at every "
+        "validation from the best to the end of training (tail), or of the best's and the final weights (best_last); "
+        "chosen before the quantile calibration (training.averaging)")
+
+    @model_validator(mode="after")
+    def _one_average(self) -> OptimConfig:
+        if self.ema_decay and self.average_weights != "none":
+            raise ValueError("ema_decay and average_weights both average the weights: set one of them")
+        return self
 
 
 class TrackingConfig(_Strict):

@@ -198,7 +198,8 @@ def build_card(model: Any, meta: Mapping[str, Any], parity_report: Parity | None
         norm_stats=json.loads(norm) if isinstance(norm, str) else dict(norm), parity=parity_report,
         normalisation=model.normalisation(),
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), code_version=code_version(),
-        store=_str(meta.get("store")), quantile_calibration=meta.get("quantile_calibration"))
+        store=_str(meta.get("store")), quantile_calibration=meta.get("quantile_calibration"),
+        weight_averaging=meta.get("weight_averaging"))
 
 
 def _str(v: Any) -> str | None:

@@ -23,6 +23,7 @@ import lightning as L
 import numpy as np
 
 from features.errors import DataError, Problem
+from training.averaging import TailAverage, choose_weights
 from training.config import TrainConfig, aqcast_home
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ def _trainer(cfg: TrainConfig, run_dir: Path, extra: list[Any]) -> L.Trainer:
     best = ModelCheckpoint(dirpath=run_dir, filename="best", monitor="val_loss", mode="min", save_top_k=1,
                            enable_version_counter=False)
     stop = EarlyStopping(monitor="val_loss", mode="min", patience=o.patience)
-    avg = []
+    avg: list[L.Callback] = [TailAverage()] if o.average_weights == "tail" else []
     if o.ema_decay:  # validation, checkpoints and the registered model use the averaged weights
         from lightning.pytorch.callbacks import EMAWeightAveraging
 
@@ -239,16 +240,15 @@ def run_training(cfg: TrainConfig, store: str | None = None, data: str | None = 
                                       f"`aqcast train --config ... --resume --run-name {run_name}`")
         if module.budget_warning:
             mlflow.set_tag("budget_warning", module.budget_warning)
-        best = run_dir / "best.ckpt"
-        if best.is_file():
-            module.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["state_dict"])
+        averaging = choose_weights(cfg.optim.average_weights, module, trainer, run_dir)
+        mlflow.set_tag("weights", f"{averaging['method']}: mean of steps {averaging['steps']}")
         calib = _calibrate(cfg, module, dm)
         _final_validation(module, dm)
         metrics = module.stats.scalars()
         per_lead = module.stats.per_lead()
         _log_final(cfg, dm, module, metrics, per_lead, run_dir, trainer, time.monotonic() - t0)
         meta = _meta(cfg, dm, store_path, run_id, run_name, metrics)
-        meta["quantile_calibration"] = calib
+        meta["quantile_calibration"], meta["weight_averaging"] = calib, averaging
         version, uri = tracking.log_and_register(module.net, meta, run_id, cfg.tracking.registered_model,
                                                  cfg.tracking.alias)
         mlflow.set_tag("registered_model", uri)

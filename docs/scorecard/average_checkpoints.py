@@ -8,6 +8,9 @@ RUN_DIR is the run's checkpoint directory (`best.ckpt`, `last.ckpt`, as `aqcast 
 `$AQCAST_HOME/runs/NAME`); the model must be that run's registered version (its weights are checked against
 `best.ckpt`). The P10/P90 calibration stays the one fitted to the best epoch, so only the P50 scores (MAE) of the
 result are the averaged model's own; its band would need the calibration refitted.
+
+Round twenty's measurement (decision M37). Training now does this itself, calibration included
+(`optim.average_weights`, M38); the script stays for scoring runs trained without it.
 """
 from __future__ import annotations
 
