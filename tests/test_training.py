@@ -47,6 +47,12 @@ def trained(home: Path, tiny_store_path: Path) -> dict:
     return {"lines": lines, "uri": lines[-1].strip(), "run_dir": home / "runs" / "e2e"}
 
 
+def torch_load_step(path: Path) -> int:
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+
+
 def _client(home: Path):
     from mlflow import MlflowClient
 
@@ -80,6 +86,8 @@ def test_train_prints_a_progress_line_per_epoch_without_a_terminal(trained: dict
     """Logs (no TTY, so no progress bar) still show training advancing, before the URI line."""
     epochs = [ln for ln in trained["lines"] if re.match(r"epoch \d+/\d+ step \d+: val_loss \d", ln)]
     assert epochs and trained["lines"].index(epochs[-1]) < len(trained["lines"]) - 1
+    best = torch_load_step(trained["run_dir"] / "best.ckpt")
+    assert f"registered weights: step {best}'s (best validation)" in trained["lines"]  # average_weights: none
 
 
 def test_runs_lists_the_training_run_with_its_scores(trained: dict, home: Path, tmp_path: Path) -> None:

@@ -29,6 +29,9 @@ def train(
     m = res["metrics"]
     typer.echo(f"run {res['run_name']} (MLflow {res['run_id']}): {res['epochs']} epochs, "
                f"{res['global_step']} steps, {res['seconds']:.0f} s")
+    w = res["weights"]
+    typer.echo(f"registered weights: the mean of those at steps {w['steps']} (average_weights {w['method']})"
+               if w["n"] > 1 else f"registered weights: step {w['steps'][0]}'s (best validation)")
     for sp in ("pm25", "o3"):
         row = "  ".join(f"+{h}h {m.get(f'val_mae_{sp}_h{h}', float('nan')):.1f}" for h in (24, 48, 72))
         held = "  ".join(f"+{h}h {m[f'val_mae_heldout_{sp}_h{h}']:.1f}" for h in (24, 48, 72)

@@ -255,7 +255,7 @@ def run_training(cfg: TrainConfig, store: str | None = None, data: str | None = 
     _write_state(run_dir, status="finished", model_uri=uri)
     return {"uri": uri, "version": version, "run_id": run_id, "run_name": run_name, "run_dir": str(run_dir),
             "metrics": metrics, "per_lead": per_lead, "seconds": time.monotonic() - t0,
-            "global_step": trainer.global_step, "epochs": trainer.current_epoch,
+            "global_step": trainer.global_step, "epochs": trainer.current_epoch, "weights": averaging,
             "warnings": [module.budget_warning] if module.budget_warning else []}
 
 
