@@ -45,6 +45,7 @@ class ModelCard(BaseModel):
     dynamic_spatial: bool = Field(False, description="Y, X are dynamic in the graph (tiling possible)")
     receptive_field_cells: int | None = Field(None, description="halo in cells for tiled inference")
     ensemble_members: int = Field(1, ge=1, description="networks averaged inside the graph (model.members)")
+    architecture: dict[str, Any] | None = Field(None, description="the network's hyper-parameters (ModelConfig)")
     channels: dict[str, list[str]] = Field(..., description="{obs, forcing, static}: channel names in order")
     roles: dict[str, str] = Field(default_factory=dict, description="store variable -> role")
     units: dict[str, str] = Field(default_factory=dict)

@@ -1,6 +1,8 @@
 """Architecture hyper-parameters of the deep model (embedded by the training YAML config as `model:`)."""
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SPECIES: tuple[str, ...] = ("pm25", "o3")
@@ -35,6 +37,12 @@ class ModelConfig(BaseModel):
     spread_stride: int = Field(3, ge=1)
     hidden: int = Field(48, ge=4)
     dilations: tuple[int, ...] = (1, 2, 4, 1, 2, 4)
+    # the encoder after the stem: AQNet's dilated residual blocks (`dilations`), or a U-Net (`models.unet`: two
+    # stride-2 levels, `unet_blocks` residual blocks per level); measured against each other in M40
+    encoder: Literal["dilated", "unet"] = "dilated"
+    unet_blocks: int = Field(2, ge=1, le=4)
+    # with members > 1: one encoder per member (e.g. [dilated, unet]), so the ensemble mixes architectures
+    member_encoders: tuple[Literal["dilated", "unet"], ...] = ()
     decoder_hidden: int = Field(32, ge=4)
     decoder_kernel: int = Field(1, ge=1)
     decoder_layers: int = Field(1, ge=1, le=4)
@@ -80,6 +88,8 @@ class ModelConfig(BaseModel):
             raise ValueError(f"forcing_windows must lie in 2..history ({self.history} h): {bad}")
         if self.diurnal_inputs and self.history < 24:
             raise ValueError(f"diurnal_inputs needs history >= 24 h (the same hour yesterday), got {self.history}")
+        if self.member_encoders and (self.members < 2 or len(self.member_encoders) != self.members):
+            raise ValueError(f"member_encoders names {len(self.member_encoders)} encoders for {self.members} members")
         if any(not 1 <= d < self.leads for d in self.lead_dilations):
             raise ValueError(f"lead_dilations must lie in 1..leads-1 ({self.leads - 1}): {list(self.lead_dilations)}")
         return self
@@ -108,4 +118,9 @@ class ModelConfig(BaseModel):
     def receptive_field_cells(self) -> int:
         """Half-width (cells) beyond which an input cannot influence an output cell; tile overlap >= this."""
         spread = int(max(self.spread_sigmas) * self.spread_truncate + 0.5) if self.spread_sigmas else 0
+        if self.encoder == "unet" or "unet" in self.member_encoders:
+            from models.unet import PHASE, UNetEncoder
+
+            rf = spread + UNetEncoder.receptive_field_cells(self.unet_blocks) + self.decoder_kernel // 2
+            return -(-rf // PHASE) * PHASE  # a multiple of PHASE: tiles keep the grid's downsampling phase
         return spread + sum(self.dilations) + 1 + self.decoder_kernel // 2

@@ -7,7 +7,8 @@ spreading, forcing windows: no learned weights) and nothing else; each trains on
 (`decode_members`), and the ensemble forecast averages their P50 and raw P10/P90 gaps in the targets'
 normalised log1p space (= the mean of the members' quantiles there) before one calibration of the gaps
 (`gap_scale`, `gap_hour`), which therefore fits the ensemble's band, not a member's. One module, so one
-checkpoint, one registered version and one ONNX graph.
+checkpoint, one registered version and one ONNX graph. With `member_encoders` the members differ in their encoder
+too (e.g. one dilated, one U-Net): the same averaging, over architectures as well as initialisations.
 """
 from __future__ import annotations
 
@@ -31,8 +32,10 @@ class AQEnsemble(QuantileFrame):
         if cfg.members < 2:
             raise ValueError("AQEnsemble needs members >= 2 (use AQNet for one)")
         self.cfg = cfg
-        one = cfg.model_copy(update={"members": 1})
-        self.members = nn.ModuleList(AQNet(one, channels, norm_stats) for _ in range(cfg.members))
+        one = cfg.model_copy(update={"members": 1, "member_encoders": ()})
+        encoders = cfg.member_encoders or (cfg.encoder,) * cfg.members  # a mix of architectures, or one for all
+        self.members = nn.ModuleList(AQNet(one.model_copy(update={"encoder": e}), channels, norm_stats)
+                                     for e in encoders)
         lead = self.members[0]
         self.register_buffer("gap_scale", torch.ones_like(lead.gap_scale))
         self.register_buffer("gap_hour", torch.zeros_like(lead.gap_hour))

@@ -4,7 +4,7 @@ Pipeline (all fully convolutional, limited receptive field, so large grids can b
 1. normalise inputs with buffered statistics (pollutants in log1p space), zero where masked;
 2. spread every observed channel and hour with a multi-scale normalized convolution (value + confidence);
 3. fold history into channels (obs features every hour, forcing every `history_forcing_stride` hours),
-   add static fields, 1x1 stem, dilated residual encoder -> state z [B, hidden, Y, X];
+   add static fields, 1x1 stem, dilated residual encoder (or a U-Net, `encoder: unet`) -> state z [B, hidden, Y, X];
 4. shared per-lead decoder: z + projected forcing at valid time (+ its running mean since init and its
    trailing means over `forcing_windows` hours) + lead embedding (with `decoder_film` those forcing features
    also scale the projected state, 1 + FiLM) -> MLP (`decoder_layers`) -> optional causal
@@ -31,25 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.blocks import ResBlock
 from models.config import ModelConfig
 from models.frame import QuantileFrame
 from models.normalize import Normalizer, base_name
 from models.spread import NormalizedConv
-
-
-class ResBlock(nn.Module):
-    """x + conv(gelu(conv(gelu(x)))) with dilation; second conv zero-initialised (starts as identity)."""
-
-    def __init__(self, ch: int, dilation: int, dropout: float):
-        super().__init__()
-        self.c1 = nn.Conv2d(ch, ch, 3, padding=dilation, dilation=dilation)
-        self.c2 = nn.Conv2d(ch, ch, 3, padding=1)
-        self.drop = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
-        nn.init.zeros_(self.c2.weight)
-        nn.init.zeros_(self.c2.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.c2(self.drop(F.gelu(self.c1(F.gelu(x)))))
+from models.unet import UNetEncoder
 
 
 class LeadConv(nn.Module):
@@ -100,7 +87,8 @@ class AQNet(QuantileFrame):
         self.register_buffer("spread_idx", torch.tensor(self.spread_hours, dtype=torch.long))
         stem_in = h * co * 2 + len(self.spread_hours) * co * 2 * n_s + n_hist_f * cf * 2 + cs
         self.stem = nn.Conv2d(stem_in, cfg.hidden, 1)
-        self.blocks = nn.Sequential(*[ResBlock(cfg.hidden, d, cfg.dropout) for d in cfg.dilations])
+        self.blocks = (UNetEncoder(cfg.hidden, cfg.unet_blocks, cfg.dropout) if cfg.encoder == "unet"
+                       else nn.Sequential(*[ResBlock(cfg.hidden, d, cfg.dropout) for d in cfg.dilations]))
         g = len(cfg.species) if cfg.species_decoders else 1  # decoder groups: with g > 1 one per species
         d = cfg.decoder_hidden * g
         self.z_proj = nn.Conv2d(cfg.hidden, d, 1)

@@ -58,6 +58,7 @@ def test_card_contents(artifact: Path, tiny_store):
     assert sorted(card.channels["static"]) == ["static_elevation", "station_distance_km"]
     assert json.loads(card.grid)["nx"] == 16 and card.grid == tiny_store.attrs["grid"]
     assert (card.history, card.leads, card.species, card.quantiles) == (24, 72, ["pm25", "o3"], [0.1, 0.5, 0.9])
+    assert card.architecture["encoder"] == "dilated" and card.architecture["hidden"] == TINY_CFG["hidden"]
     assert card.lead_hours == list(range(1, 73))
     assert card.units["obs_pm25"] == "ug m-3" and card.units["met_t2m"] == "degC" and card.units["hour_sin"] == "1"
     assert card.roles["stn_pm25"] == "target" and card.roles["met_t2m"] == "forcing"

@@ -92,7 +92,7 @@ def test_info_endpoints(client):
     m = m.json()
     assert m["ready"] and m["latest_init_time"] and m["validation_metrics"]["mae_pm25"] == 12.5
     assert m["train_window"] and m["parity"]["max_abs_diff_random"] < 1e-2 and m["model_version"]
-    assert m["ensemble_members"] == 1
+    assert m["ensemble_members"] == 1 and m["architecture"]["encoder"] == "dilated"
     assert client.get("/healthz").status_code == 200 and client.get("/readyz").status_code == 200
     spec = client.get("/docs.json").json()
     assert "/forecast" in spec["paths"] and "/observations" in spec["paths"]

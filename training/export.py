@@ -185,6 +185,7 @@ def build_card(model: Any, meta: Mapping[str, Any], parity_report: Parity | None
         name=str(meta.get("name") or "aqcast"), version=_str(meta.get("version")), run_id=_str(meta.get("run_id")),
         model_uri=_str(meta.get("model_uri") or meta.get("uri")), opset=opset, dynamic_spatial=dynamic_spatial,
         receptive_field_cells=rf, ensemble_members=int(getattr(cfg, "members", 1)),
+        architecture=cfg.model_dump(mode="json") if hasattr(cfg, "model_dump") else None,
         channels={k: list(v) for k, v in channels.items()},
         roles=dict(meta.get("roles") or {}),
         units={n: unit_of(n) for n in names} | {s: "ug m-3" for s in ("pm25", "o3")},
