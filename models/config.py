@@ -89,7 +89,8 @@ class ModelConfig(BaseModel):
         if self.diurnal_inputs and self.history < 24:
             raise ValueError(f"diurnal_inputs needs history >= 24 h (the same hour yesterday), got {self.history}")
         if self.member_encoders and (self.members < 2 or len(self.member_encoders) != self.members):
-            raise ValueError(f"member_encoders names {len(self.member_encoders)} encoders for {self.members} members")
+            raise ValueError(f"member_encoders needs members >= 2 and one encoder per member: got "
+                             f"{len(self.member_encoders)} for members = {self.members}")
         if any(not 1 <= d < self.leads for d in self.lead_dilations):
             raise ValueError(f"lead_dilations must lie in 1..leads-1 ({self.leads - 1}): {list(self.lead_dilations)}")
         return self

@@ -21,7 +21,8 @@ PHASE = 4  # two stride-2 levels
 
 
 class UNetEncoder(nn.Module):
-    """hidden channels at full resolution, 2 x hidden at 1/2 and 1/4; `blocks` residual blocks per level."""
+    """hidden channels at full resolution, 2 x hidden at 1/2 and 1/4; `blocks` residual blocks per level (at
+    1/4 at most two, dilations 1 and 2)."""
 
     def __init__(self, hidden: int, blocks: int = 2, dropout: float = 0.0):
         super().__init__()
@@ -30,7 +31,7 @@ class UNetEncoder(nn.Module):
         self.down1 = nn.Conv2d(hidden, wide, 3, stride=2, padding=1)
         self.enc1 = nn.Sequential(*[ResBlock(wide, 1, dropout) for _ in range(blocks)])
         self.down2 = nn.Conv2d(wide, wide, 3, stride=2, padding=1)
-        self.mid = nn.Sequential(*[ResBlock(wide, d, dropout) for d in (1, 2)[:max(blocks, 1)]])
+        self.mid = nn.Sequential(*[ResBlock(wide, d, dropout) for d in (1, 2)[:blocks]])
         self.merge1 = nn.Conv2d(2 * wide, wide, 1)
         self.dec1 = nn.Sequential(*[ResBlock(wide, 1, dropout) for _ in range(blocks)])
         self.merge0 = nn.Conv2d(wide, hidden, 1)
@@ -53,5 +54,5 @@ class UNetEncoder(nn.Module):
     def receptive_field_cells(blocks: int = 2) -> int:
         """Half-width in full-resolution cells beyond which an input cannot reach an output (a bound: the
         blocks at 1, 1/2 and 1/4 resolution, the strided convolutions and the upsampling's alignment)."""
-        mid = sum(d + 1 for d in (1, 2)[:max(blocks, 1)])
+        mid = sum(d + 1 for d in (1, 2)[:blocks])
         return 2 * blocks + 1 + 4 * blocks + 2 + 4 * mid + 4 + 4 * blocks + 2 + 2 * blocks + PHASE
