@@ -116,10 +116,14 @@ class ModelConfig(BaseModel):
         recent = set(range(max(0, h - self.spread_recent), h))
         return sorted(recent | set(range((h - 1) % self.spread_stride, h, self.spread_stride)))
 
+    def encoders(self) -> tuple[str, ...]:
+        """Each ensemble member's encoder: `member_encoders`, else `encoder` for all of them."""
+        return self.member_encoders or (self.encoder,) * self.members
+
     def receptive_field_cells(self) -> int:
         """Half-width (cells) beyond which an input cannot influence an output cell; tile overlap >= this."""
         spread = int(max(self.spread_sigmas) * self.spread_truncate + 0.5) if self.spread_sigmas else 0
-        if self.encoder == "unet" or "unet" in self.member_encoders:
+        if "unet" in self.encoders():
             from models.unet import PHASE, UNetEncoder
 
             rf = spread + UNetEncoder.receptive_field_cells(self.unet_blocks) + self.decoder_kernel // 2

@@ -33,9 +33,8 @@ class AQEnsemble(QuantileFrame):
             raise ValueError("AQEnsemble needs members >= 2 (use AQNet for one)")
         self.cfg = cfg
         one = cfg.model_copy(update={"members": 1, "member_encoders": ()})
-        encoders = cfg.member_encoders or (cfg.encoder,) * cfg.members  # a mix of architectures, or one for all
         self.members = nn.ModuleList(AQNet(one.model_copy(update={"encoder": e}), channels, norm_stats)
-                                     for e in encoders)
+                                     for e in cfg.encoders())
         lead = self.members[0]
         self.register_buffer("gap_scale", torch.ones_like(lead.gap_scale))
         self.register_buffer("gap_hour", torch.zeros_like(lead.gap_hour))
