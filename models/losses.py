@@ -33,7 +33,8 @@ def gather_stations(pred: torch.Tensor, station_row: torch.Tensor, station_col: 
 def masked_pinball(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, station_row: torch.Tensor,
                    station_col: torch.Tensor, quantiles: Sequence[float] = (0.1, 0.5, 0.9),
                    space: str = "log1p", species_weight: Sequence[float] | None = None,
-                   species_scale: Sequence[float] | None = None) -> torch.Tensor:
+                   species_scale: Sequence[float] | None = None,
+                   station_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean pinball loss over observed (mask==1) station/lead/species entries and quantiles.
 
     pred [B, L, 2, Q, Y, X] (ug m-3), target/mask [B, L, 2, S], station_row/col [B, S] (or [S]).
@@ -41,6 +42,7 @@ def masked_pinball(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
     `space`: loss computed after `transform` (log1p default; see `training.baseline_report` for the
     comparison). `species_scale` (ug m-3 per species, default 1): prediction and target are divided by it
     before the transform, so with log1p an error counts about absolutely below that level and relatively above.
+    `station_weight` [B, S] (default 1): each station's entries weigh that much in the weighted mean.
     Returns 0 (with grad) when nothing is observed.
     """
     if station_row.dim() == 1:
@@ -60,4 +62,7 @@ def masked_pinball(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
     if species_weight is not None:
         sw = torch.as_tensor(list(species_weight), dtype=p.dtype, device=p.device).reshape(1, 1, -1, 1, 1)
         loss, w = loss * sw, w * sw
+    if station_weight is not None:
+        stw = station_weight.to(p.dtype).reshape(station_weight.shape[0], 1, 1, 1, -1)
+        loss, w = loss * stw, w * stw
     return loss.sum() / torch.clamp(w.sum(), min=1.0)

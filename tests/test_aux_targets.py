@@ -86,3 +86,19 @@ def test_a_model_with_aux_heads_trains_exports_and_forecasts_the_two_species(tin
     out = export_artifact(net, meta, tmp_path / "art")
     assert out.parity is not None and out.parity.max_abs_diff_random < 1e-2
     assert out.parity.max_abs_diff_real is None or out.parity.max_abs_diff_real < 1e-2
+
+
+def test_dropped_weight_weighs_only_the_stations_dropped_from_the_inputs(tiny_store_path: Path):
+    mod, dm = tiny_module(tiny_store_path, "data.drop_prob=0.5", "optim.dropped_weight=3")
+    plain, _ = tiny_module(tiny_store_path, "data.drop_prob=0.5")
+    plain.load_state_dict(mod.state_dict())
+    batch = next(iter(dm.train_dataloader()))
+    dropped = batch["station_in_input"] < 0.5
+    assert dropped.any() and (~dropped).any()
+    with torch.no_grad():
+        assert not torch.allclose(mod.member_losses(batch), plain.member_losses(batch))
+        none = dict(batch, station_in_input=torch.ones_like(batch["station_in_input"]))
+        torch.testing.assert_close(mod.member_losses(none), plain.member_losses(none))
+        w = 1.0 + 2.0 * dropped.float()
+        q = plain.station_quantiles(batch)
+        torch.testing.assert_close(mod.member_losses(batch)[0], plain._loss(q, batch, batch["target_mask"], w))

@@ -73,3 +73,17 @@ def test_species_scale_divides_each_species_before_the_transform():
         torch.tensor(0.25))) + 0.9 * torch.log1p(torch.tensor(0.75))
     assert torch.isclose(scaled, (pm25 + o3) / 6)
     assert scaled < plain  # ozone's error of 20 at 10 -> 30 counts less when 40 ug m-3 is the scale
+
+
+def test_station_weight_is_a_weighted_mean_over_stations():
+    pred = torch.zeros(2, 1, 2, 3, 1, 2)
+    target = torch.rand(2, 1, 2, 2) * 50
+    mask = torch.ones(2, 1, 2, 2)
+    row, col = torch.zeros(2, 2, dtype=torch.long), torch.tensor([[0, 1], [0, 1]])
+    per = [masked_pinball(pred, target, mask * (torch.arange(2) == s), row, col) for s in range(2)]
+    both = masked_pinball(pred, target, mask, row, col)
+    assert torch.equal(both, masked_pinball(pred, target, mask, row, col, station_weight=torch.ones(2, 2)))
+    w = torch.tensor([[3.0, 1.0], [3.0, 1.0]])  # station 0 counts three times station 1
+    torch.testing.assert_close(masked_pinball(pred, target, mask, row, col, station_weight=w),
+                               (3 * per[0] + per[1]) / 4)
+    assert not torch.isclose(both, (3 * per[0] + per[1]) / 4)

@@ -165,6 +165,9 @@ class OptimConfig(_Strict):
     loss_space: Literal["log1p", "sqrt", "linear"] = "log1p"
     aux_weight: float = Field(0.5, ge=0)  # weight of `model.aux_targets`' loss beside the forecast's
     species_weight: tuple[float, float] = (1.0, 1.0)
+    dropped_weight: float = Field(1.0, ge=1.0, description="training loss weight of the stations withheld from a "
+                                  "sample's inputs by the station drop-out (data.drop_prob), against 1 for the "
+                                  "others: how much the case of a cell with no station counts")
     species_scale: tuple[PositiveFloat, PositiveFloat] = Field(
         (1.0, 1.0), description="PM2.5, O3 (ug m-3): both divided by it before the loss transform; with log1p an "
         "error counts about absolutely below that level, relatively above (models.losses.masked_pinball)")

@@ -199,8 +199,10 @@ class AQModule(L.LightningModule):
                                                     "(max diff %.3g): training on the full grid", diff)
         return bool(self.fast)
 
-    def _loss(self, q: torch.Tensor, batch: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-        """Masked pinball on station quantiles q [B, L, 2, 3, S] (as a 1 x S "grid")."""
+    def _loss(self, q: torch.Tensor, batch: dict[str, torch.Tensor], mask: torch.Tensor,
+              station_weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Masked pinball on station quantiles q [B, L, 2, 3, S] (as a 1 x S "grid"), each station's entries
+        weighted by `station_weight` [B, S] (default 1)."""
         from models.losses import masked_pinball
 
         o = self.cfg.optim
@@ -209,7 +211,15 @@ class AQModule(L.LightningModule):
         cols = torch.arange(n_s).expand(q.shape[0], n_s)
         return masked_pinball(q.unsqueeze(4), batch["target"], mask, zeros, cols, quantiles=self.quantiles,
                               space=o.loss_space, species_weight=o.species_weight,
-                              species_scale=o.species_scale)
+                              species_scale=o.species_scale, station_weight=station_weight)
+
+    def _dropped_weight(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """Training's per-station loss weight [B, S]: `optim.dropped_weight` at stations withheld from this
+        sample's inputs by the station drop-out (the case of a cell with no station), 1 elsewhere; None at 1."""
+        dw = self.cfg.optim.dropped_weight
+        if dw == 1.0 or "station_in_input" not in batch:
+            return None
+        return 1.0 + (dw - 1.0) * (1.0 - batch["station_in_input"])
 
     def member_losses(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """[M] masked pinball loss of each ensemble member's own forecast (M = 1 for one net), plus
@@ -219,12 +229,13 @@ class AQModule(L.LightningModule):
             return self._member_losses(batch)
 
     def _member_losses(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        sw = self._dropped_weight(batch)
         if "aux_target" not in batch or not self.cfg.model.get("aux_targets") or not self._fast_ok(batch):
-            return torch.stack([self._loss(q, batch, batch["target_mask"])
+            return torch.stack([self._loss(q, batch, batch["target_mask"], sw)
                                 for q in self.station_quantiles(batch, members=True)])
         qs, aux = station_forward(self.net, *(batch[k] for k in INPUTS), batch["station_row"],
                                   batch["station_col"], members=True, aux=True)
-        return torch.stack([self._loss(q, batch, batch["target_mask"]) + self.cfg.optim.aux_weight
+        return torch.stack([self._loss(q, batch, batch["target_mask"], sw) + self.cfg.optim.aux_weight
                             * self._aux_loss(a, batch) for q, a in zip(qs, aux, strict=True)])
 
     def _aux_loss(self, a: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
