@@ -165,6 +165,9 @@ class OptimConfig(_Strict):
     loss_space: Literal["log1p", "sqrt", "linear"] = "log1p"
     aux_weight: float = Field(0.5, ge=0)  # weight of `model.aux_targets`' loss beside the forecast's
     species_weight: tuple[float, float] = (1.0, 1.0)
+    mirror_prob: float = Field(0.0, ge=0, le=0.5, description="training: flip each batch's grid west-east and "
+                               "north-south, each with this probability, the wind components negated to match "
+                               "(training.augment; 0.5 = the four mirrored worlds equally often)")
     dropped_weight: float = Field(1.0, ge=1.0, description="training loss weight of the stations withheld from a "
                                   "sample's inputs by the station drop-out (data.drop_prob), against 1 for the "
                                   "others: how much the case of a cell with no station counts")

@@ -249,6 +249,10 @@ class AQModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """Each ensemble member on its own loss (summed, so each gets the gradient it would get alone; one net
         is the M = 1 case); `train_loss` logs their mean."""
+        if self.cfg.optim.mirror_prob > 0:
+            from training.augment import random_mirror, wind_channels
+
+            batch = random_mirror(batch, self.cfg.optim.mirror_prob, *wind_channels(self.channels["forcing"]))
         losses = self.member_losses(batch)
         self.log("train_loss", losses.mean(), prog_bar=True, batch_size=batch["target"].shape[0])
         return losses.sum()
