@@ -71,6 +71,7 @@ def test_prob_zero_returns_the_batch_and_draws_nothing():
     assert seen == {(False, False), (True, False), (False, True), (True, True)}
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 def test_training_steps_see_the_mirrored_batch(tiny_store_path: Path):
     from training.config import TrainConfig
 
