@@ -227,6 +227,9 @@ class TrainConfig(_Strict):
         for key in ("history", "leads"):
             self.model[key] = getattr(self.data, key)  # data decides; the model follows
         self.model = _validated_model(self.model)  # constraints on history/leads, against the data's values
+        if self.optim.dropped_weight != 1.0 and self.data.drop_prob == 0:
+            raise ValueError(f"optim.dropped_weight={self.optim.dropped_weight} weighs the stations that the station "
+                             "drop-out withholds, but data.drop_prob is 0: none is withheld; set data.drop_prob > 0")
         return self
 
     def model_config_obj(self) -> Any:
