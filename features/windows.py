@@ -22,12 +22,17 @@ from features.calendar import (
     solar_cos_zenith,
 )
 from features.errors import DataError
+from features.grid import Grid
+from features.regrid import distance_to_nearest_km
 
 POLLUTANTS: tuple[str, ...] = ("pm25", "pm10", "so2", "no2", "co", "o3")
 TARGETS: tuple[str, ...] = ("pm25", "o3")
 MET_ORDER: tuple[str, ...] = ("t2m", "d2m", "sp", "tp", "u10", "v10", "ws", "rh", "blh", "ssr")
 EMIS_ORDER: tuple[str, ...] = ("nox", "so2", "voc", "nh3", "pm25")
 HOUR = np.timedelta64(3600 * 10**9, "ns")
+# static channels computed per sample, never stored: km from each cell centre to the nearest station whose
+# values enter this sample's inputs (after drop-out), so a withheld or absent station's cell reads as one without
+COMPUTED_STATICS: tuple[str, ...] = ("input_distance_km",)
 
 
 def _as_store(store: xr.Dataset | str | Path) -> xr.Dataset:
@@ -127,7 +132,7 @@ class WindowSampler:
         self.forcing_vars = list(default_forcing_vars(ds) if forcing_vars is None else forcing_vars)
         self.static_vars = list(default_static_vars(ds) if static_vars is None else static_vars)
         need = [v for v in self.obs_vars + self.forcing_vars + self.static_vars
-                if v not in COMPUTED_VARS and self._station_var(v) is None and v not in ds]
+                if v not in COMPUTED_VARS + COMPUTED_STATICS and self._station_var(v) is None and v not in ds]
         if need:
             raise DataError(f"store has no variable(s) {need}; it has {sorted(map(str, ds.data_vars))}")
 
@@ -146,8 +151,12 @@ class WindowSampler:
         self._calendar = np.concatenate([calendar_features(times, self.utc_offset),
                                          solar_cos_zenith(times, lon_c, lat_c)[:, None]], axis=1)
         self._cal_col = {v: k for k, v in enumerate(COMPUTED_VARS)}
-        st = [np.asarray(ds[v].values, dtype=np.float32) for v in self.static_vars]
+        st = [np.zeros((self.ny, self.nx), np.float32) if v in COMPUTED_STATICS
+              else np.asarray(ds[v].values, dtype=np.float32) for v in self.static_vars]
         self._static = np.nan_to_num(np.stack(st) if st else np.zeros((0, self.ny, self.nx), np.float32))
+        self._dist_col = self.static_vars.index("input_distance_km") if "input_distance_km" in self.static_vars \
+            else None
+        self._in_dist = self._input_distances(ds, in_idx) if self._dist_col is not None else None
         missing_t = [p for p in TARGETS if f"stn_{p}" not in ds]
         if missing_t:
             raise DataError(f"store lacks target variable(s) {['stn_' + p for p in missing_t]}")
@@ -182,6 +191,16 @@ class WindowSampler:
         if "lon" in ds.coords and "lat" in ds.coords:
             return float(np.nanmean(ds["lon"].values)), float(np.nanmean(ds["lat"].values))
         return float(np.nanmean(ds["station_lon"].values)), float(np.nanmean(ds["station_lat"].values))
+
+    def _input_distances(self, ds: xr.Dataset, in_idx: np.ndarray) -> np.ndarray:
+        """[S_in, Y, X] km from each cell centre to each input station (exact coordinates)."""
+        if "grid" not in ds.attrs or "station_lon" not in ds or "station_lat" not in ds:
+            raise DataError("input_distance_km needs the store's grid attr and station_lon / station_lat")
+        g = Grid.from_json(ds.attrs["grid"])
+        lon, lat = ds["station_lon"].values[in_idx], ds["station_lat"].values[in_idx]
+        if not in_idx.size:  # no input station: as far as the grid reaches
+            return np.full((1, self.ny, self.nx), np.hypot(self.ny, self.nx) * g.res_m / 1000, np.float32)
+        return np.stack([distance_to_nearest_km(g, [lo], [la]) for lo, la in zip(lon, lat)])
 
     @staticmethod
     def _pick(stations: list[str], chosen: Sequence[str] | None, pos: dict, what: str) -> list[str]:
@@ -325,6 +344,8 @@ class WindowSampler:
             np.copyto(out["aux_target"], aux, where=amask)
             out["aux_mask"][...] = amask
         out["static"][...] = self._static
+        if self._in_dist is not None:
+            out["static"][self._dist_col] = self._in_dist[keep].min(axis=0) if keep.size else self._in_dist[0]
         out["station_row"][...] = self.station_row
         out["station_col"][...] = self.station_col
         out["station_in_input"][...] = in_input

@@ -15,6 +15,9 @@ from torch import nn
 
 from models.config import POLLUTANTS
 
+# channels normalised with another's statistics: the per-sample distance to the input stations takes the store's
+# distance to any station (same units, the same field when no station is withheld)
+STAT_ALIASES = {"input_distance_km": "station_distance_km"}
 _PREFIXES = ("obs_", "stn_", "met_", "sat_", "emis_", "static_", "target_", "truth_")
 
 
@@ -35,7 +38,7 @@ def channel_stats(name: str, norm_stats: Mapping[str, Mapping[str, Any]],
     base = base_name(name)
     is_log = base in POLLUTANTS or name in log_names
     entry = None
-    for key in (name, base, f"obs_{base}", f"stn_{base}", f"met_{base}", f"sat_{base}", f"emis_{base}",
+    for key in (name, STAT_ALIASES.get(name, name), base, f"obs_{base}", f"stn_{base}", f"met_{base}", f"sat_{base}", f"emis_{base}",
                 f"static_{base}"):
         if key in norm_stats:
             entry = norm_stats[key]

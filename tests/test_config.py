@@ -103,6 +103,9 @@ def test_channels_checked_against_store(tiny_store, tmp_path: Path) -> None:
         resolve_channels(tiny_store, bad)
     text = str(ei.value)
     assert "sat_aod_valid" in text and "role" in text and "static_nothing" in text
+    computed = load_config(Path(CONFIGS[0]).with_name("tiny.yaml"),
+                           ["data.static_vars=[static_elevation, input_distance_km]"])
+    assert resolve_channels(tiny_store, computed)[0]["static"] == ["static_elevation", "input_distance_km"]
     held = load_config(Path(CONFIGS[0]).with_name("tiny.yaml"), ["data.held_out_stations=[Nowhere]"])
     with pytest.raises(DataError, match="Nowhere"):
         split_stations(tiny_store, held)

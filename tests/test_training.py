@@ -339,3 +339,27 @@ def test_a_pinned_schedule_the_cap_would_cut_short_is_kept_with_a_warning(tiny_s
     assert roomy.sched_total == 2184
     assert not caplog.records
     assert fitted.budget_warning is None and roomy.budget_warning is None
+
+
+def test_input_distance_channel_trains_registers_and_scores(home: Path, tiny_store_path: Path) -> None:
+    """`input_distance_km` (computed per sample, not in the store): a run with it trains and registers, the
+    model normalises it with the store's distance statistics, and the evaluation sampler built from the model's
+    metadata reads the held-out station's cell as one without a station."""
+    import xarray as xr
+
+    from training.evaluate import make_sampler
+    from training.tracking import load_model
+
+    run = _train_in_process(home, tiny_store_path, "input-distance",
+                            "data.static_vars=[static_elevation, input_distance_km]")
+    net, meta = load_model(run["uri"])
+    assert meta["channels"]["static"] == ["static_elevation", "input_distance_km"]
+    stats = json.loads(xr.open_zarr(tiny_store_path).attrs["norm_stats"])["station_distance_km"]
+    norm = net.static_norm.as_dict()["input_distance_km"]
+    assert norm["mean"] == pytest.approx(stats["mean"]) and norm["std"] == pytest.approx(stats["std"])
+    ds = xr.open_zarr(tiny_store_path).load()
+    inits = np.array([np.datetime64("2021-01-16T00:00", "ns")])
+    sampler, _ = make_sampler(ds, inits, meta, net, input_stations=["Alpha", "Bravo", "Charlie"])
+    d = sampler[0]["static"][1]
+    r, c = int(ds["station_row"][3]), int(ds["station_col"][3])  # Delta, held out of this model
+    assert d[r, c] > 10 and ds["station_distance_km"].values[r, c] < 2.2

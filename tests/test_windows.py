@@ -183,3 +183,32 @@ def test_sun_cosz_forcing_follows_the_window_times(tiny_store) -> None:
                             float(tiny_store["lon"].mean()), float(tiny_store["lat"].mean()))
     assert np.allclose(x["forcing"][:, 1, 2, 2], want) and np.allclose(x["forcing"][:, 1, 0, 0], want)
     assert want.max() > 0.3 and (want == 0).sum() > 20  # days and nights inside the 96-h window
+
+
+def test_input_distance_follows_the_inputs(tiny_store) -> None:
+    """`input_distance_km` is the km to the nearest station whose values enter the sample: the store's distance
+    field when every station is an input, larger at a withheld station's cell and at a station dropped from the
+    sample, near zero only where a station reports."""
+    from features.grid import Grid
+    from features.regrid import distance_to_nearest_km
+
+    g = Grid.from_json(tiny_store.attrs["grid"])
+    lon, lat = tiny_store["station_lon"].values, tiny_store["station_lat"].values
+    rows, cols = tiny_store["station_row"].values, tiny_store["station_col"].values
+    inits = valid_init_times(tiny_store, every_h=6)
+    statics = ["static_elevation", "input_distance_km"]
+    full = WindowSampler(tiny_store, inits, static_vars=statics)[0]["static"][1]
+    assert np.allclose(full, distance_to_nearest_km(g, lon, lat), atol=1e-5)
+    three = WindowSampler(tiny_store, inits, static_vars=statics, input_stations=["Alpha", "Bravo", "Charlie"])
+    d3 = three[0]["static"][1]
+    assert np.allclose(d3, distance_to_nearest_km(g, lon[:3], lat[:3]), atol=1e-5)
+    assert d3[rows[3], cols[3]] > 10 > full[rows[3], cols[3]] + 8  # Delta withheld: no station in its cell
+    s = WindowSampler(tiny_store, inits, static_vars=statics, drop_prob=0.5, seed=3)
+    dropped_seen = 0
+    for i in range(len(s)):
+        x = s[i]
+        at = x["static"][1][rows, cols]
+        assert np.array_equal(at < 2.2, x["station_in_input"] == 1), i  # half a 3-km cell's diagonal
+        assert np.array_equal(x["static"][0], s[0]["static"][0])  # stored statics do not move
+        dropped_seen += int((x["station_in_input"] == 0).sum())
+    assert dropped_seen > 0

@@ -28,7 +28,7 @@ from features.errors import DataError, Problem
 CALENDAR = COMPUTED_VARS  # calendar + solar forcings, computed from the time axis, never stored
 OBS_PREFIXES = ("obs_", "stn_", "sat_")
 FORCING_PREFIXES = ("met_", "emis_")
-STATIC_PREFIXES = ("static_", "station_distance_km")
+STATIC_PREFIXES = ("static_", "station_distance_km", "input_distance_km")
 
 
 def aqcast_home() -> Path:
@@ -126,7 +126,7 @@ class DataConfig(_Strict):
     def _static(cls, v: list[str]) -> list[str]:
         bad = [n for n in v if not n.startswith(STATIC_PREFIXES)]
         if bad:
-            raise ValueError(f"static_vars must be static_* or station_distance_km: {bad}")
+            raise ValueError(f"static_vars must be static_*, station_distance_km or input_distance_km: {bad}")
         return _unique(v)
 
     @model_validator(mode="after")

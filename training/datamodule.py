@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import DataError, Problem
+from features.windows import COMPUTED_STATICS
 from training.config import CALENDAR, TrainConfig, parse_time
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def resolve_channels(ds: Any, cfg: TrainConfig) -> tuple[dict[str, list[str]], d
                          ("static", cfg.data.static_vars)):
         keep = []
         for n in names:
-            if n in CALENDAR:
+            if n in CALENDAR or (group == "static" and n in COMPUTED_STATICS):
                 keep.append(n)
                 continue
             src = f"stn_{n[4:]}" if n.startswith("obs_") and n not in ds else n
