@@ -94,3 +94,20 @@ def test_average_checkpoints_means_the_learned_weights_and_keeps_the_calibration
     other = {"members.0.w": torch.tensor([0.0, 3.0])}
     with pytest.raises(ValueError, match="not those of the best"):
         ac.average_into(other, best, last)
+
+
+def test_input_station_distance_copy_counts_only_the_input_stations(tiny_store_path, tmp_path, capsys):
+    import xarray as xr
+
+    isd = load_script("input_station_distance")
+    out = tmp_path / "di.zarr"
+    isd.main(str(tiny_store_path), str(out), ["Delta"])
+    a, b = xr.open_zarr(tiny_store_path), xr.open_zarr(out)
+    r, c = int(a["station_row"][3]), int(a["station_col"][3])
+    assert a["station_distance_km"].values[r, c] < 2.2 and b["station_distance_km"].values[r, c] > 10
+    r0, c0 = int(a["station_row"][0]), int(a["station_col"][0])
+    assert b["station_distance_km"].values[r0, c0] < 2.2  # an input station's own cell
+    assert np.array_equal(a["obs_pm25"].values, b["obs_pm25"].values, equal_nan=True)  # everything else unchanged
+    assert "Delta" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="Nowhere"):
+        isd.main(str(tiny_store_path), str(tmp_path / "x.zarr"), ["Nowhere"])
