@@ -32,7 +32,8 @@ EMIS_ORDER: tuple[str, ...] = ("nox", "so2", "voc", "nh3", "pm25")
 HOUR = np.timedelta64(3600 * 10**9, "ns")
 # static channels computed per sample, never stored: km from each cell centre to the nearest station whose
 # values enter this sample's inputs (after drop-out), so a withheld or absent station's cell reads as one without
-COMPUTED_STATICS: tuple[str, ...] = ("input_distance_km",)
+INPUT_DISTANCE = "input_distance_km"
+COMPUTED_STATICS: tuple[str, ...] = (INPUT_DISTANCE,)
 
 
 def _as_store(store: xr.Dataset | str | Path) -> xr.Dataset:
@@ -154,8 +155,7 @@ class WindowSampler:
         st = [np.zeros((self.ny, self.nx), np.float32) if v in COMPUTED_STATICS
               else np.asarray(ds[v].values, dtype=np.float32) for v in self.static_vars]
         self._static = np.nan_to_num(np.stack(st) if st else np.zeros((0, self.ny, self.nx), np.float32))
-        self._dist_col = self.static_vars.index("input_distance_km") if "input_distance_km" in self.static_vars \
-            else None
+        self._dist_col = self.static_vars.index(INPUT_DISTANCE) if INPUT_DISTANCE in self.static_vars else None
         self._in_dist = self._input_distances(ds, in_idx) if self._dist_col is not None else None
         missing_t = [p for p in TARGETS if f"stn_{p}" not in ds]
         if missing_t:

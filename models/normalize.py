@@ -38,8 +38,8 @@ def channel_stats(name: str, norm_stats: Mapping[str, Mapping[str, Any]],
     base = base_name(name)
     is_log = base in POLLUTANTS or name in log_names
     entry = None
-    for key in (name, STAT_ALIASES.get(name, name), base, f"obs_{base}", f"stn_{base}", f"met_{base}", f"sat_{base}", f"emis_{base}",
-                f"static_{base}"):
+    for key in (name, STAT_ALIASES.get(name, name), base, f"obs_{base}", f"stn_{base}", f"met_{base}",
+                f"sat_{base}", f"emis_{base}", f"static_{base}"):
         if key in norm_stats:
             entry = norm_stats[key]
             break
