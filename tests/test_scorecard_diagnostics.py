@@ -111,3 +111,18 @@ def test_input_station_distance_copy_counts_only_the_input_stations(tiny_store_p
     assert "Delta" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="Nowhere"):
         isd.main(str(tiny_store_path), str(tmp_path / "x.zarr"), ["Nowhere"])
+
+
+def test_score_with_inputs_replaces_the_models_held_out_list(tiny_store_path):
+    """The model's own held-out stations become inputs: only `--held-out` stays out, also of a training list."""
+    import xarray as xr
+
+    from training.evaluate import station_split
+
+    swi = load_script("score_with_inputs")
+    meta = {"held_out_stations": ["Charlie", "Delta"], "train_stations": ["Alpha", "Bravo"], "history": 24}
+    m = swi.with_inputs(meta, ["Delta"])
+    assert m == {"held_out_stations": ["Delta"], "history": 24} and meta["held_out_stations"] == ["Charlie", "Delta"]
+    ds = xr.open_zarr(tiny_store_path)
+    assert station_split(ds, m, ["Delta"]) == (["Alpha", "Bravo", "Charlie"], ["Delta"])
+    assert station_split(ds, meta, ["Delta"])[1] == ["Charlie", "Delta"]  # what `aqcast evaluate` does
