@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> dict:
     for a in ("--model", "--store", "--held-out", "--from", "--to"):
         p.add_argument(a, required=True)
     p.add_argument("--every", default="6h")
-    p.add_argument("--out", default="/tmp/bj/sc")
+    p.add_argument("--out", default="evaluation")
     p.add_argument("--name", default=None)
     a = p.parse_args(argv)
     net, meta = load_model(a.model)
