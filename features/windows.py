@@ -34,6 +34,7 @@ HOUR = np.timedelta64(3600 * 10**9, "ns")
 # values enter this sample's inputs (after drop-out), so a withheld or absent station's cell reads as one without
 INPUT_DISTANCE = "input_distance_km"
 COMPUTED_STATICS: tuple[str, ...] = (INPUT_DISTANCE,)
+COMPUTED_CHANNELS: tuple[str, ...] = COMPUTED_VARS + COMPUTED_STATICS  # every channel no store holds
 
 
 def _as_store(store: xr.Dataset | str | Path) -> xr.Dataset:
@@ -133,7 +134,7 @@ class WindowSampler:
         self.forcing_vars = list(default_forcing_vars(ds) if forcing_vars is None else forcing_vars)
         self.static_vars = list(default_static_vars(ds) if static_vars is None else static_vars)
         need = [v for v in self.obs_vars + self.forcing_vars + self.static_vars
-                if v not in COMPUTED_VARS + COMPUTED_STATICS and self._station_var(v) is None and v not in ds]
+                if v not in COMPUTED_CHANNELS and self._station_var(v) is None and v not in ds]
         if need:
             raise DataError(f"store has no variable(s) {need}; it has {sorted(map(str, ds.data_vars))}")
 

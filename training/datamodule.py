@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 
 from features.errors import DataError, Problem
-from features.windows import COMPUTED_STATICS
 from training.config import CALENDAR, TrainConfig, parse_time
 
 log = logging.getLogger(__name__)
@@ -36,6 +35,8 @@ def resolve_channels(ds: Any, cfg: TrainConfig) -> tuple[dict[str, list[str]], d
     `missing` is dropped with a warning (never a crash); a channel with the wrong role or unknown to the store
     raises DataError.
     """
+    from features.windows import COMPUTED_STATICS
+
     roles = json.loads(ds.attrs.get("roles", "{}"))
     missing = set(json.loads(ds.attrs.get("missing", "[]")))
     problems, dropped = [], {}

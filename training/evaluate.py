@@ -116,15 +116,14 @@ def channels_of(meta: dict[str, Any], model: Any) -> dict[str, list[str]]:
 
 def make_sampler(ds, inits: np.ndarray, meta: dict[str, Any], model: Any, **kw):
     """WindowSampler over `inits` with the model's channels, the store padded so every init has a window."""
-    from features.calendar import COMPUTED_VARS
-    from features.windows import COMPUTED_STATICS, WindowSampler
+    from features.windows import COMPUTED_CHANNELS, WindowSampler
 
     h = int(meta.get("history", getattr(getattr(model, "cfg", None), "history", 24)))
     n_l = int(meta.get("leads", getattr(getattr(model, "cfg", None), "leads", 72)))
     ds = pad_time(ds, inits.min() - (h - 1) * HOUR, inits.max() + n_l * HOUR)
     ch = channels_of(meta, model)
     missing = [v for v in ch["obs"] + ch["forcing"] + ch["static"]
-               if v not in ds and v not in COMPUTED_VARS + COMPUTED_STATICS and f"stn_{v[4:]}" not in ds]
+               if v not in ds and v not in COMPUTED_CHANNELS and f"stn_{v[4:]}" not in ds]
     if missing:
         raise DataError(f"the data lack channels the model needs: {missing}")
     return WindowSampler(ds, inits, history=h, leads=n_l, obs_vars=ch["obs"], forcing_vars=ch["forcing"],
