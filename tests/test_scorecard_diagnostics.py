@@ -126,3 +126,37 @@ def test_score_with_inputs_replaces_the_models_held_out_list(tiny_store_path):
     ds = xr.open_zarr(tiny_store_path)
     assert station_split(ds, m, ["Delta"]) == (["Alpha", "Bravo", "Charlie"], ["Delta"])
     assert station_split(ds, meta, ["Delta"])[1] == ["Charlie", "Delta"]  # what `aqcast evaluate` does
+
+
+def test_seed_means_reads_each_models_matching_evaluation_and_means_the_margins(tmp_path, capsys):
+    """Only the evaluation with the asked `from` and `every` counts; margins from the MAEs; the mean row averages."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("aqcast-evaluate")
+
+    def log(version: int, start: str, every: str, deep: float) -> None:
+        with mlflow.start_run(run_name="evaluate"):
+            mlflow.log_params({"model": f"models:/aqcast/{version}", "from": start, "every": every})
+            m = {}
+            for sp in ("pm25", "o3"):
+                for h in (24, 48, 72):
+                    m |= {f"train_stations.{sp}.mae.h{h}": deep, f"train_stations.{sp}.mae_ref_gbt.h{h}": 40.0,
+                          f"train_stations.{sp}.skill_vs_persistence.h{h}": 0.5,
+                          f"train_stations.{sp}.skill_vs_climatology.h{h}": 0.3,
+                          f"train_stations.{sp}.skill_vs_blend.h{h}": 0.4,
+                          f"held_out_stations.{sp}.mae.h{h}": deep + 1}
+            mlflow.log_metrics(m)
+
+    log(1, "2014-03-01T00:00+08:00", "6h", 30.0)
+    log(2, "2014-03-01T00:00+08:00", "6h", 34.0)
+    log(2, "2014-03-01T00:00+08:00", "24h", 10.0)    # another issue hour: not read
+    log(2, "2015-03-01T00:00+08:00", "6h", 10.0)     # another year: not read
+    out = load_script("seed_means").main(["--models", "1,2", "--from", "2014-03", "--tracking-uri", uri])
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in out.splitlines() if line.startswith("| ")}
+    assert rows["/1"][1] == "30.00 / 30.00 / 30.00" and rows["/1"][3] == "25.0 / 25.0 / 25.0"
+    assert rows["/2"][3] == "15.0 / 15.0 / 15.0" and rows["/2"][4] == "30.0 / 30.0 / 30.0"
+    assert rows["mean of 2"][1] == "32.00 / 32.00 / 32.00" and rows["mean of 2"][5] == "33.00 / 33.00 / 33.00"
+    with pytest.raises(SystemExit, match="models:/aqcast/3"):
+        load_script("seed_means").main(["--models", "3", "--from", "2014-03", "--tracking-uri", uri])
