@@ -222,3 +222,26 @@ def test_contract_command_on_a_later_year_with_a_new_station(tmp_path, monkeypat
     assert (tmp_path / "eval" / "scorecard.md").is_file() and len(heap_calls) == 4
     assert "warning: --to 2021-06-04T16:00 has no UTC offset" in res.stderr and "--from 2021" not in res.stderr
     assert "2021-06-04T16:00:00" in (tmp_path / "eval" / "scorecard.md").read_text()  # the last init, in UTC
+
+
+def test_rolling_bands_move_only_the_band_and_use_no_observation_after_the_init(tmp_path, tiny_store, model_meta):
+    """P50 as without; the band rescaled once forecasts are verified; observations after an init leave it alone."""
+    model, meta = model_meta
+    pts = _points(tmp_path, tiny_store)
+    span = ("2021-01-02T08:00+08:00", "2021-01-04T08:00+08:00", "6h")
+    a = run_backtest(model, meta, "", *span, pts, tmp_path / "a.csv", store=tiny_store)
+    b = run_backtest(model, meta, "", *span, pts, tmp_path / "b.csv", store=tiny_store, rolling_bands=1, chunk=3)
+    assert np.allclose(a["p50"], b["p50"], atol=0.011)
+    first = b["init_time"] == b["init_time"].iloc[0]   # nothing verified yet at the first init
+    assert np.allclose(a.loc[first, ["p10", "p90"]], b.loc[first, ["p10", "p90"]], atol=0.011)
+    assert not np.allclose(a.loc[~first, "p90"], b.loc[~first, "p90"], atol=0.05)
+    assert (b["p10"] <= b["p50"]).all() and (b["p50"] <= b["p90"]).all() and (b["p10"] >= 0).all()
+    cut = np.datetime64("2021-01-03T12:00")           # 2021-01-03T20:00+08:00 in UTC
+    ds = tiny_store.copy(deep=True)
+    k = int(np.searchsorted(ds["time"].values, cut))
+    for v in ds.data_vars:
+        if v.startswith(("stn_", "obs_", "sat_")):
+            ds[v].values[k + 1:] = ds[v].values[k + 1:] * 7 + 3  # every pollutant value after that init
+    c = run_backtest(model, meta, "", *span, pts, tmp_path / "c.csv", store=ds, rolling_bands=1, chunk=3)
+    upto = pd.to_datetime(b["init_time"]) <= pd.Timestamp("2021-01-03T20:00+08:00")
+    assert b[upto].equals(c[upto]) and not b[~upto].equals(c[~upto])

@@ -101,8 +101,10 @@ def _tz(offset: str):
 def run_backtest(model: Any, meta: dict[str, Any], data_dir: str | Path, t_from: str, t_to: str,
                  every: str | int, points: str | Path, out: str | Path, met_error: bool = False, seed: int = 0,
                  batch_size: int = 16, store=None, chunk: int = 32,
-                 echo: Callable[[str], None] | None = None) -> pd.DataFrame:
+                 echo: Callable[[str], None] | None = None, rolling_bands: float = 0.0) -> pd.DataFrame:
     """Run the backtest and write `out` (CSV). `store`: an already-built store on the model grid (tests).
+    `rolling_bands` > 0: each init's P10/P90 band rescaled from the forecasts at the data's stations verified in
+    that many days before it (`models.rolling_bands`; observations up to the init only).
     Progress: a bar on a terminal, else one `echo` line per chunk of inits (logs and CI see it move)."""
     t0, offset = parse_time(t_from, "--from")
     t1, _ = parse_time(t_to, "--to")
@@ -118,6 +120,7 @@ def run_backtest(model: Any, meta: dict[str, Any], data_dir: str | Path, t_from:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     frames = []
+    verified = _Verified(rolling_bands)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=int(inits.size), unit="init", desc="backtest", disable=None)
@@ -125,7 +128,7 @@ def run_backtest(model: Any, meta: dict[str, Any], data_dir: str | Path, t_from:
         part = inits[c0:c0 + chunk]
         sampler, _ = make_sampler(ds, part, meta, model)
         fc = run_model(model, sampler, batch_size, met_error, seed + c0, sampler.forcing_vars)
-        frames.append(format_rows(part, fc[..., rows, cols], ids, offset))
+        frames.append(format_rows(part, verified.rescale(part, fc, sampler, rows, cols), ids, offset))
         bar.update(int(part.size))
         if echo and bar.disable:
             echo(f"backtest: {c0 + part.size}/{inits.size} inits")
@@ -135,13 +138,39 @@ def run_backtest(model: Any, meta: dict[str, Any], data_dir: str | Path, t_from:
     return df
 
 
+class _Verified:
+    """The trailing window of forecasts at the stations, for rescaling each init's band (off at window 0)."""
+
+    def __init__(self, window_days: float):
+        self.window_days = window_days
+        self.t: np.ndarray | None = None
+        self.z: np.ndarray | None = None
+
+    def rescale(self, inits: np.ndarray, fc: np.ndarray, sampler, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """fc [N, L, 2, 3, Y, X] at the points (rows, cols), the band rescaled when the window is on."""
+        if self.window_days <= 0:
+            return fc[..., rows, cols]
+        from models.rolling_bands import apply_factors, band_factors, band_z
+
+        r, c = sampler.station_row.astype(int), sampler.station_col.astype(int)
+        obs = np.stack([np.where(it["target_mask"] > 0, it["target"], np.nan)
+                        for it in (sampler[i] for i in range(len(sampler)))])
+        z = band_z(np.moveaxis(fc[..., r, c], 3, -1), obs)
+        k = band_factors(inits, z, self.t, self.z, window_days=self.window_days)
+        keep_from = inits[-1] - np.timedelta64(round((self.window_days + 4) * 24), "h")
+        t = inits if self.t is None else np.concatenate([self.t, inits])
+        zz = z if self.z is None else np.concatenate([self.z, z])
+        self.t, self.z = t[t >= keep_from], zz[t >= keep_from]
+        return apply_factors(fc[..., rows, cols], k)
+
+
 def backtest_command(model_uri: str, data_dir: str, t_from: str, t_to: str, every: str, points: str, out: str,
                      met_error: bool = False, seed: int = 0, batch_size: int = 16,
-                     echo: Callable[[str], None] | None = None) -> pd.DataFrame:
+                     echo: Callable[[str], None] | None = None, rolling_bands: float = 0.0) -> pd.DataFrame:
     """CLI body: load the model by URI, then `run_backtest`."""
     import torch
 
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     model, meta = load_model(model_uri)
     return run_backtest(model, meta, data_dir, t_from, t_to, every, points, out, met_error, seed, batch_size,
-                        echo=echo)
+                        echo=echo, rolling_bands=rolling_bands)

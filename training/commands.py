@@ -70,6 +70,8 @@ def evaluate(
     gbt: bool = typer.Option(True, "--gbt/--no-gbt", help="score the GBT reference at the input stations "
                              "(fitted on the training period, cached in $AQCAST_HOME/cache)"),
     mlflow_log: bool = typer.Option(True, "--mlflow/--no-mlflow", help="log metrics and scorecard to MLflow"),
+    rolling_bands: float = typer.Option(0.0, "--rolling-bands", min=0, help="rescale the P10/P90 band at each "
+                                        "init from the forecasts verified in this many trailing days (0: off)"),
 ) -> None:
     """Score a model on DIR: scorecard (markdown + PNG skill by lead), metrics into MLflow."""
     import os
@@ -104,13 +106,13 @@ def evaluate(
     notes += [f"model {label}; training budget: {budget}"] if budget else [f"model {label}"]
     rep = evaluate_model(net, meta, ds, t_from, t_to, every, stations, out, met_error=met_error, gbt=gbt,
                          source=store or data, name=name, extra_notes=notes,
-                         echo=lambda m: typer.echo(m, err=True))
+                         echo=lambda m: typer.echo(m, err=True), rolling_bands=rolling_bands)
     typer.echo(rep["scorecard"].read_text())
     typer.echo(f"scorecard: {rep['scorecard']}  plot: {rep['png']}")
     if mlflow_log:
         run_id = log_to_mlflow(rep, meta, {"model": model, "data": data, "store": store, "from": t_from,
                                            "to": t_to, "every": every, "held_out": ",".join(rep["held_out"]),
-                                           "met_error": met_error, "gbt": gbt})
+                                           "met_error": met_error, "gbt": gbt, "rolling_bands": rolling_bands})
         typer.echo(f"mlflow run: {run_id}")
 
 
@@ -125,13 +127,15 @@ def backtest(
     met_error: bool = typer.Option(False, "--met-error", help="add lead-growing met forecast error"),
     seed: int = typer.Option(0, "--seed", help="seed of the --met-error draws"),
     batch_size: int = typer.Option(16, "--batch-size"),
+    rolling_bands: float = typer.Option(0.0, "--rolling-bands", min=0, help="rescale each init's P10/P90 band "
+                                        "from the forecasts verified in this many trailing days (0: off)"),
 ) -> None:
     """Forecasts at points for every init time (only observations up to each init are used)."""
     from training.backtest import backtest_command
 
     _start_verification(t_from, t_to)
     df = backtest_command(model, data, t_from, t_to, every, points, out, met_error, seed, batch_size,
-                          echo=lambda m: typer.echo(m, err=True))
+                          echo=lambda m: typer.echo(m, err=True), rolling_bands=rolling_bands)
     typer.echo(f"wrote {len(df)} rows to {out}")
 
 

@@ -226,14 +226,16 @@ def evaluate_model(model: Any, meta: dict[str, Any], ds, t_from: str, t_to: str,
                    held_out: list[str] | None = None, out_dir: str | Path = ".", batch_size: int = 16,
                    met_error: bool = False, gbt: bool = True, gbt_kw: dict | None = None, source: str = "",
                    name: str | None = None, extra_notes: list[str] | None = None, gbt_cache: str | None = None,
-                   echo=None) -> dict[str, Any]:
+                   echo=None, rolling_bands: float = 0.0) -> dict[str, Any]:
     """Score the model on the store `ds` (on its grid) for inits in [t_from, t_to]; write scorecard md + png
     (`name`.md / `name`.png, default scorecard.md / skill_by_lead.png).
 
     References: persistence and climatology/blend fitted on the data before `t_from` (training data only) for
     training stations, plus (`gbt`) the GBT reference fitted on the training period at the input stations
     (`training.evaluate_gbt`, cached by `source`, the data's provenance and the period); IDW persistence of the
-    input stations and the pooled climatology for held-out ones (the GBT needs the point's own history)."""
+    input stations and the pooled climatology for held-out ones (the GBT needs the point's own history).
+    `rolling_bands` > 0: the P10/P90 band rescaled at each init from the input stations' forecasts verified in
+    that many trailing days (`models.rolling_bands`)."""
     from models.baselines import BaselineSuite, idw_persistence
     from models.stations import StationSeries
     from training.evaluate_gbt import acceptance, block_inits, gbt_forecast, margin_interval, ref_mae, summary
@@ -250,6 +252,11 @@ def evaluate_model(model: Any, meta: dict[str, Any], ds, t_from: str, t_to: str,
     if echo:
         echo(f"forecasting {inits.size} inits on the model grid ({len(inputs)} input stations)")
     pred, obs, names = forecast_at_stations(model, meta, ds, inits, inputs, batch_size, met_error, echo)
+    band_notes = []
+    if rolling_bands > 0:
+        pred = rescale_bands(pred, obs, inits, np.isin(names, inputs), rolling_bands)
+        band_notes = [(f"P10/P90 band rescaled at each init from the input stations' forecasts verified in the "
+                       f"{rolling_bands:g} days before it (--rolling-bands, models/rolling_bands.py)")]
     n_l = pred.shape[1]
     ds_p = pad_time(ds, inits.min() - 24 * HOUR, inits.max() + n_l * HOUR)
     ss = StationSeries(ds_p["time"].values.astype("datetime64[ns]"), names,
@@ -308,13 +315,23 @@ def evaluate_model(model: Any, meta: dict[str, Any], ds, t_from: str, t_to: str,
         "meteorology over the horizon: " + ("observed + synthetic forecast error (--met-error)" if met_error
                                             else "the observed weather, used as a perfect forecast"),
         gbt_note, "PM2.5 IAQI: 24-h breakpoints applied to hourly values; O3: 1-h breakpoints"]
-    notes += _calibration_note(meta, t0, t1)
+    notes += _calibration_note(meta, t0, t1) + band_notes
     md = out_dir / f"{name or 'scorecard'}.md"
     md.write_text(markdown(results, f"aqcast scorecard — {meta.get('name', 'model')}", notes, summ,
                            acceptance(results, summ)))
     png = plot(results, out_dir / f"{name or 'skill_by_lead'}.png", "MAE and skill by lead")
     return {"results": results, "metrics": flat_metrics(results), "scorecard": md, "png": png,
             "inputs": inputs, "held_out": held, "summary": summ}
+
+
+def rescale_bands(pred: np.ndarray, obs: np.ndarray, inits: np.ndarray, verify: np.ndarray,
+                  window_days: float) -> np.ndarray:
+    """pred [N, L, 2, 3, S] with both gaps scaled per init and species by the trailing window's factor, fitted
+    on the stations where `verify` [S] is true (their observations obs [N, L, 2, S] after each valid time)."""
+    from models.rolling_bands import apply_factors, band_factors, band_z
+
+    z = band_z(np.moveaxis(pred[..., verify], 3, -1), obs[..., verify])
+    return apply_factors(pred, band_factors(inits, z, window_days=window_days))
 
 
 def _calibration_note(meta: dict[str, Any], t0: np.datetime64, t1: np.datetime64) -> list[str]:

@@ -21,13 +21,17 @@ COLUMNS = (("train_stations", "mae", "deep"), ("train_stations", "mae_ref_gbt", 
            ("held_out_stations", "coverage_p10_p90", "held-out cov"))
 
 
-def evaluation(client: Any, experiment_id: str, version: str, start: str, every: str) -> dict[str, float]:
-    """Metrics of the latest evaluate run of `models:/aqcast/<version>` from `start…` every `every`."""
-    runs = client.search_runs([experiment_id], order_by=["attributes.start_time DESC"], max_results=1,
+def evaluation(client: Any, experiment_id: str, version: str, start: str, every: str,
+               rolling_bands: float = 0.0) -> dict[str, float]:
+    """Metrics of the latest evaluate run of `models:/aqcast/<version>` from `start…` every `every` (with that
+    `--rolling-bands`, 0 = off)."""
+    runs = client.search_runs([experiment_id], order_by=["attributes.start_time DESC"], max_results=100,
                               filter_string=(f"params.model = 'models:/aqcast/{version}' and params.every = '{every}'"
                                              f" and params.`from` LIKE '{start}%'"))
+    runs = [r for r in runs if float(r.data.params.get("rolling_bands", 0)) == rolling_bands]
     if not runs:
-        raise SystemExit(f"no evaluation of models:/aqcast/{version} from {start}… every {every}")
+        raise SystemExit(f"no evaluation of models:/aqcast/{version} from {start}… every {every}"
+                         f"{f' with --rolling-bands {rolling_bands:g}' if rolling_bands else ''}")
     return dict(runs[0].data.metrics)
 
 
@@ -68,6 +72,7 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--models", required=True, help="registered versions, comma-separated (e.g. 1,2,3)")
     ap.add_argument("--from", dest="start", required=True, help="start of the evaluations' --from (e.g. 2014-03)")
     ap.add_argument("--every", default="6h", help="the evaluations' --every")
+    ap.add_argument("--rolling-bands", type=float, default=0.0, help="the evaluations' --rolling-bands (0: off)")
     ap.add_argument("--tracking-uri", default=None)
     a = ap.parse_args(argv)
     mlflow.set_tracking_uri(tracking_uri(a.tracking_uri))
@@ -75,7 +80,8 @@ def main(argv: list[str] | None = None) -> str:
     exp = client.get_experiment_by_name("aqcast-evaluate")
     if exp is None:
         raise SystemExit("no aqcast-evaluate experiment in this tracking store")
-    rows = {f"/{v}": evaluation(client, exp.experiment_id, v, a.start, a.every) for v in a.models.split(",")}
+    rows = {f"/{v}": evaluation(client, exp.experiment_id, v, a.start, a.every, a.rolling_bands)
+            for v in a.models.split(",")}
     out = "\n\n".join(table(rows, sp) for sp in ("pm25", "o3"))
     print(out)
     return out
