@@ -6,7 +6,9 @@ operational post-processing does, from a trailing window of forecasts already ve
 forecasts issued earlier whose valid time lies in (t - window, t] and whose observation exists give, per
 species, the factor k by which both gaps (P50-P10, P90-P50, in log1p space) must be scaled for the central
 band to cover `target` of them. Only observations up to t are used, so a backtest stays causal. k is shrunk
-toward 1 while few samples exist (`prior_n`) and bounded, and P50 never moves.
+toward 1 while few samples exist (`prior_n`) and bounded, and P50 never moves. k is measured at cells with a
+reporting station and applied there only: cells without one keep the model's band (their own calibration
+class, M14), which a later year did not make too narrow (docs/experiments-beijing-14.md).
 """
 from __future__ import annotations
 
@@ -55,8 +57,14 @@ def band_factors(inits: np.ndarray, z: np.ndarray, history_inits: np.ndarray | N
     return out
 
 
-def apply_factors(pred: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """Scale both gaps of pred [N, L, species, 3, ...] by k [N, species] in log1p space; P50 unchanged."""
+def apply_factors(pred: np.ndarray, k: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+    """Scale both gaps of pred [N, L, species, 3, ...] by k [N, species] in log1p space; P50 unchanged.
+
+    `where` [...] (the trailing axes, e.g. stations or points): only there; elsewhere pred is returned as is."""
+    if where is not None:
+        out = pred.copy()
+        out[..., where] = apply_factors(pred[..., where], k)
+        return out
     lp = np.log1p(np.clip(pred, 0, None))
     kk = k.reshape(k.shape[0], 1, k.shape[1], *([1] * (pred.ndim - 4)))
     mid = lp[:, :, :, 1]

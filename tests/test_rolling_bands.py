@@ -38,13 +38,17 @@ def test_factors_use_only_forecasts_verified_by_the_init_and_reach_the_target_co
 
 
 def test_apply_scales_both_gaps_in_log_space_and_keeps_the_median():
-    pred = np.stack([_band(np.array([[5.0, 80.0]]), 0.3)] * 2, axis=2)     # [N=1, L=1, species=2, ... 3]
-    pred = np.moveaxis(pred, -1, 3)                                       # [1, 1, 2, 3, 2 cells]
+    band = _band(np.array([5.0, 80.0]), 0.3).T                           # [3 quantiles, 2 cells]
+    pred = np.broadcast_to(band, (1, 1, 2, 3, 2)).copy()                  # [N, L, species, quantile, cell]
     k = np.array([[1.0, 2.0]])
     out = apply_factors(pred, k)
     np.testing.assert_allclose(out[:, :, 0], pred[:, :, 0], rtol=1e-5)
     np.testing.assert_allclose(out[:, :, :, 1], pred[:, :, :, 1], rtol=1e-6)
-    lp, lo = np.log1p(pred[0, 0, 1]), np.log1p(out[0, 0, 1])
+    lp, lo = np.log1p(pred[0, 0, 1]), np.log1p(out[0, 0, 1])           # species 1 (k = 2): [3, cells]
     np.testing.assert_allclose(lo[2] - lo[1], 2 * (lp[2] - lp[1]), rtol=1e-5)
+    np.testing.assert_allclose(lo[1] - lo[0], 2 * (lp[1] - lp[0]), rtol=1e-5)
+    only = apply_factors(pred, k, where=np.array([False, True]))   # the second cell only
+    np.testing.assert_array_equal(only[..., 0], pred[..., 0])
+    np.testing.assert_allclose(only[..., 1], out[..., 1], rtol=1e-6)
     big = apply_factors(pred, np.array([[50.0, 50.0]]))
     assert (big >= 0).all() and (np.diff(big, axis=3) >= 0).all()

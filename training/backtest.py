@@ -103,8 +103,9 @@ def run_backtest(model: Any, meta: dict[str, Any], data_dir: str | Path, t_from:
                  batch_size: int = 16, store=None, chunk: int = 32,
                  echo: Callable[[str], None] | None = None, rolling_bands: float = 0.0) -> pd.DataFrame:
     """Run the backtest and write `out` (CSV). `store`: an already-built store on the model grid (tests).
-    `rolling_bands` > 0: each init's P10/P90 band rescaled from the forecasts at the data's stations verified in
-    that many days before it (`models.rolling_bands`; observations up to the init only).
+    `rolling_bands` > 0: at points in a station's cell, each init's P10/P90 band rescaled from the forecasts at
+    the data's stations verified in that many days before it (`models.rolling_bands`; observations up to the
+    init only); points without a station keep the model's band.
     Progress: a bar on a terminal, else one `echo` line per chunk of inits (logs and CI see it move)."""
     t0, offset = parse_time(t_from, "--from")
     t1, _ = parse_time(t_to, "--to")
@@ -161,7 +162,8 @@ class _Verified:
         t = inits if self.t is None else np.concatenate([self.t, inits])
         zz = z if self.z is None else np.concatenate([self.z, z])
         self.t, self.z = t[t >= keep_from], zz[t >= keep_from]
-        return apply_factors(fc[..., rows, cols], k)
+        at_station = np.isin(rows * fc.shape[-1] + cols, r * fc.shape[-1] + c)  # points in a station's cell
+        return apply_factors(fc[..., rows, cols], k, where=at_station)
 
 
 def backtest_command(model_uri: str, data_dir: str, t_from: str, t_to: str, every: str, points: str, out: str,

@@ -127,8 +127,9 @@ def backtest(
     met_error: bool = typer.Option(False, "--met-error", help="add lead-growing met forecast error"),
     seed: int = typer.Option(0, "--seed", help="seed of the --met-error draws"),
     batch_size: int = typer.Option(16, "--batch-size"),
-    rolling_bands: float = typer.Option(0.0, "--rolling-bands", min=0, help="rescale each init's P10/P90 band "
-                                        "from the forecasts verified in this many trailing days (0: off)"),
+    rolling_bands: float = typer.Option(30.0, "--rolling-bands", min=0, help="at points in a station's cell, "
+                                        "rescale each init's P10/P90 band from the forecasts verified at the "
+                                        "data's stations in this many trailing days (0: the model's own band)"),
 ) -> None:
     """Forecasts at points for every init time (only observations up to each init are used)."""
     from training.backtest import backtest_command

@@ -327,11 +327,12 @@ def evaluate_model(model: Any, meta: dict[str, Any], ds, t_from: str, t_to: str,
 def rescale_bands(pred: np.ndarray, obs: np.ndarray, inits: np.ndarray, verify: np.ndarray,
                   window_days: float) -> np.ndarray:
     """pred [N, L, 2, 3, S] with both gaps scaled per init and species by the trailing window's factor, fitted
-    on the stations where `verify` [S] is true (their observations obs [N, L, 2, S] after each valid time)."""
+    on and applied to the stations where `verify` [S] is true (observations obs [N, L, 2, S] at each valid time);
+    the others (held out: no station reports there) keep the model's band."""
     from models.rolling_bands import apply_factors, band_factors, band_z
 
     z = band_z(np.moveaxis(pred[..., verify], 3, -1), obs[..., verify])
-    return apply_factors(pred, band_factors(inits, z, window_days=window_days))
+    return apply_factors(pred, band_factors(inits, z, window_days=window_days), where=verify)
 
 
 def _calibration_note(meta: dict[str, Any], t0: np.datetime64, t1: np.datetime64) -> list[str]:
