@@ -31,6 +31,7 @@ from training.evaluate import (
     parse_every,
     parse_time,
     run_model,
+    station_obs,
 )
 
 SPECIES = ("pm25", "o3")
@@ -154,9 +155,7 @@ class _Verified:
         from models.rolling_bands import apply_factors, band_factors, band_z
 
         r, c = sampler.station_row.astype(int), sampler.station_col.astype(int)
-        obs = np.stack([np.where(it["target_mask"] > 0, it["target"], np.nan)
-                        for it in (sampler[i] for i in range(len(sampler)))])
-        z = band_z(np.moveaxis(fc[..., r, c], 3, -1), obs)
+        z = band_z(np.moveaxis(fc[..., r, c], 3, -1), station_obs(sampler))
         k = band_factors(inits, z, self.t, self.z, window_days=self.window_days)
         keep_from = inits[-1] - np.timedelta64(round((self.window_days + 4) * 24), "h")
         t = inits if self.t is None else np.concatenate([self.t, inits])

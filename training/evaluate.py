@@ -217,9 +217,13 @@ def forecast_at_stations(model: Any, meta: dict[str, Any], ds, inits: np.ndarray
     fc = run_model(model, sampler, batch_size, met_error, echo=echo)
     rows, cols = sampler.station_row.astype(int), sampler.station_col.astype(int)
     pred = fc[..., rows, cols]
-    obs = np.stack([np.where(it["target_mask"] > 0, it["target"], np.nan) for it in
-                    (sampler[i] for i in range(len(sampler)))])
-    return pred, obs, sampler.target_stations
+    return pred, station_obs(sampler), sampler.target_stations
+
+
+def station_obs(sampler) -> np.ndarray:
+    """The sampler's observations at its target stations over the leads, [N, L, 2, S], NaN where missing."""
+    return np.stack([np.where(it["target_mask"] > 0, it["target"], np.nan)
+                     for it in (sampler[i] for i in range(len(sampler)))])
 
 
 def evaluate_model(model: Any, meta: dict[str, Any], ds, t_from: str, t_to: str, every: str | int = "6h",
@@ -234,8 +238,8 @@ def evaluate_model(model: Any, meta: dict[str, Any], ds, t_from: str, t_to: str,
     training stations, plus (`gbt`) the GBT reference fitted on the training period at the input stations
     (`training.evaluate_gbt`, cached by `source`, the data's provenance and the period); IDW persistence of the
     input stations and the pooled climatology for held-out ones (the GBT needs the point's own history).
-    `rolling_bands` > 0: the P10/P90 band rescaled at each init from the input stations' forecasts verified in
-    that many trailing days (`models.rolling_bands`)."""
+    `rolling_bands` > 0: at the input stations, the P10/P90 band rescaled at each init from their forecasts
+    verified in that many trailing days (`models.rolling_bands`); held-out stations keep the model's band."""
     from models.baselines import BaselineSuite, idw_persistence
     from models.stations import StationSeries
     from training.evaluate_gbt import acceptance, block_inits, gbt_forecast, margin_interval, ref_mae, summary
@@ -255,8 +259,9 @@ def evaluate_model(model: Any, meta: dict[str, Any], ds, t_from: str, t_to: str,
     band_notes = []
     if rolling_bands > 0:
         pred = rescale_bands(pred, obs, inits, np.isin(names, inputs), rolling_bands)
-        band_notes = [(f"P10/P90 band rescaled at each init from the input stations' forecasts verified in the "
-                       f"{rolling_bands:g} days before it (--rolling-bands, models/rolling_bands.py)")]
+        band_notes = [(f"P10/P90 band at the input stations rescaled at each init from their forecasts verified in "
+                       f"the {rolling_bands:g} days before it (--rolling-bands, models/rolling_bands.py); "
+                       "held-out stations: the model's band")]
     n_l = pred.shape[1]
     ds_p = pad_time(ds, inits.min() - 24 * HOUR, inits.max() + n_l * HOUR)
     ss = StationSeries(ds_p["time"].values.astype("datetime64[ns]"), names,
