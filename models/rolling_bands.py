@@ -27,6 +27,14 @@ def band_z(pred: np.ndarray, obs: np.ndarray) -> np.ndarray:
     return np.abs(ly - lp[..., 1]) / np.maximum(gap, 1e-6)
 
 
+def earlier_inits(t: np.datetime64, every_h: int, window_days: float, leads: int) -> np.ndarray:
+    """The inits before t on t's cadence (every `every_h` hours) with a forecast valid inside the trailing window
+    at t, (t - window, t]: what `band_factors` at t can use, oldest first (datetime64[h])."""
+    t = np.datetime64(t, "h")
+    n = (round(window_days * 24) + leads - 1) // every_h
+    return t - np.arange(n, 0, -1) * every_h * HOUR
+
+
 def band_factors(inits: np.ndarray, z: np.ndarray, history_inits: np.ndarray | None = None,
                  history_z: np.ndarray | None = None, window_days: float = 30.0, target: float = 0.8,
                  prior_n: int = 2000, bounds: tuple[float, float] = (0.5, 2.0)) -> np.ndarray:
@@ -70,4 +78,13 @@ def apply_factors(pred: np.ndarray, k: np.ndarray, where: np.ndarray | None = No
     mid = lp[:, :, :, 1]
     lo = np.clip(mid - kk * (mid - lp[:, :, :, 0]), 0, None)
     hi = mid + kk * (lp[:, :, :, 2] - mid)
-    return np.expm1(np.stack([lo, mid, hi], axis=3)).astype(pred.dtype)
+    out = np.expm1(np.stack([lo, mid, hi], axis=3)).astype(pred.dtype)
+    out[:, :, :, 1] = pred[:, :, :, 1]  # bit for bit, not through log1p and back
+    return _monotone(out)
+
+
+def _monotone(q: np.ndarray) -> np.ndarray:
+    """P10 <= P50 <= P90 after P50 is put back exactly (the round trip can move the edges by an ulp)."""
+    q[:, :, :, 0] = np.clip(np.minimum(q[:, :, :, 0], q[:, :, :, 1]), 0, None)
+    q[:, :, :, 2] = np.maximum(q[:, :, :, 2], q[:, :, :, 1])
+    return q

@@ -97,6 +97,9 @@ def serve(
     tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
     model_dir: Path = typer.Option(None, "--model-dir", help="Local artifact dir instead of the registry."),
     timeout: float = typer.Option(120.0, help="Seconds to wait for readiness."),
+    rolling_bands: float = typer.Option(30.0, "--rolling-bands", min=0, help="at cells with a station, rescale "
+                                        "each init's P10/P90 band from the same hour's forecasts verified there in "
+                                        "this many trailing days, as `aqcast backtest` does (0: the model's band)"),
 ) -> None:
     """Serve forecasts over HTTP (BentoML on onnxruntime) until interrupted."""
     from models.artifact import ModelCard
@@ -108,7 +111,8 @@ def serve(
 
         raise MissingInputError(f"feature store {store} not found: pass --store PATH (built on the model's grid)")
     env = server_env(pinned, model_dir, Path(store).resolve(), tracking_uri,
-                     extra=None if model_dir else {"AQCAST_REQUESTED_URI": model})
+                     extra={"AQCAST_ROLLING_BANDS": f"{rolling_bands:g}"}
+                     | ({} if model_dir else {"AQCAST_REQUESTED_URI": model}))
     proc = start_server(env, port, host)
     url = f"http://{host}:{port}"
 

@@ -2,9 +2,10 @@
 
 No torch: inputs come from `features.windows.WindowSampler` (numpy) on a small window of the store padded
 with NaN hours past its end; forcing past the store's end (no weather forecast yet) is diurnal persistence
-of the last day, and responses say for how many hours. Station rows posted to `POST /observations` live in an
-in-memory overlay that is applied to those windows; the latest init time is the newest hour with any PM2.5 or
-O3 station value (store or overlay), so it advances without a restart.
+of the last day, and responses say for how many hours. With `rolling_bands` days the P10-P90 band at the
+cells with a station is rescaled from the earlier forecasts verified there (serving/bands.py). Station rows
+posted to `POST /observations` live in an in-memory overlay that is applied to those windows; the latest init
+time is the newest hour with any PM2.5 or O3 station value (store or overlay), so it advances without a restart.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import xarray as xr
 from features.errors import DataError
 from features.grid import Grid
 from models.artifact import INPUT_NAMES, ModelCard
+from serving.bands import RolledBands, model_band_info, roll_cube
 
 HOUR = np.timedelta64(1, "h")
 POLLUTANTS = ("pm25", "pm10", "so2", "no2", "co", "o3")
@@ -123,7 +125,7 @@ class Forecaster:
     """Model + store + cache. Thread-safe; `forecast(init)` returns [L, 2, 3, Y, X] float32 (µg m-3)."""
 
     def __init__(self, artifact_dir: Path, store: str | Path | xr.Dataset, label: str = "local",
-                 threads: int | None = None, cache_size: int = 4, tile: int = 128):
+                 threads: int | None = None, cache_size: int = 4, tile: int = 128, rolling_bands: float = 0.0):
         self.card = ModelCard.read(artifact_dir)
         self.label = label
         self.grid = Grid.from_json(self.card.grid)
@@ -144,6 +146,8 @@ class Forecaster:
         self.persisted_hours: dict[np.datetime64, int] = {}  # per init: future forcing hours persisted
         self._overlay: list[tuple[np.datetime64, int, str, float]] = []
         self._latest = self._store_latest()
+        self.bands = (RolledBands(rolling_bands, self.L, list(self.card.species)) if rolling_bands > 0 else None)
+        self.band_info: dict[np.datetime64, dict[str, Any]] = {}  # per init: how its P10/P90 band was made
         self.lon2d, self.lat2d = self.grid.centres_lonlat()
         self.cell_ids = self.grid.cell_ids()
 
@@ -200,17 +204,30 @@ class Forecaster:
     def assemble(self, init: np.datetime64) -> dict[str, np.ndarray]:
         """Model inputs (batch 1) for `init`, built by WindowSampler on the window; forcing the store does not
         have yet (no weather forecast past its end) is persisted from the last day (`persisted_hours`)."""
+        return self._sample(init)[0]
+
+    def _sample(self, init: np.datetime64, record: bool = True):
+        """(inputs, station observations over the leads [L, 2, S] (NaN where missing), station rows, cols)."""
         from features.windows import WindowSampler
 
         ch = self.card.channels
         win = self.window(init, extra_history=24)  # a day more, to persist from when the forcing ends early
-        self.persisted_hours[init] = persist_forcing(win)
+        filled = persist_forcing(win)
+        if record:
+            self.persisted_hours[init] = filled
         win = win.isel(time=slice(24, None))
         sampler = WindowSampler(win, [init], history=self.H, leads=self.L,
                                 obs_vars=list(ch["obs"]), forcing_vars=list(ch["forcing"]),
                                 static_vars=list(ch.get("static", [])))
         s = sampler[0]
-        return {n: np.ascontiguousarray(np.asarray(s[n], np.float32)[None]) for n in INPUT_NAMES}
+        inputs = {n: np.ascontiguousarray(np.asarray(s[n], np.float32)[None]) for n in INPUT_NAMES}
+        obs = np.where(s["target_mask"] > 0, s["target"], np.nan)
+        return inputs, obs, sampler.station_row.astype(int), sampler.station_col.astype(int)
+
+    def _issue_earlier(self, init: np.datetime64) -> tuple[np.ndarray, np.ndarray]:
+        """An earlier init's forecast at the stations' cells and what they measured (for the rolled band)."""
+        inputs, obs, rows, cols = self._sample(init, record=False)
+        return self.predict(inputs)[0][..., rows, cols], obs
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """Raw model output [B, L, 2, 3, Y, X]; tiled when the grid is larger than one tile."""
@@ -229,9 +246,16 @@ class Forecaster:
             if init in self._cache:
                 self._cache.move_to_end(init)
                 return init, self._cache[init]
-        cube = self.predict(self.assemble(init))[0]
+        inputs, obs, rows, cols = self._sample(init)
+        cube = self.predict(inputs)[0]
+        info = model_band_info()
+        if self.bands is not None:
+            self.bands.remember(init, cube[..., rows, cols], obs)
+            k, info = self.bands.factors(init, self.earliest_init, self._issue_earlier)
+            cube = roll_cube(cube, k, rows, cols)
         cube.setflags(write=False)
         with self._lock:
+            self.band_info[init] = info
             self._cache[init] = cube
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
@@ -275,8 +299,10 @@ class Forecaster:
             if any(p[2] in ("pm25", "o3") for p in parsed):
                 self._latest = max(self._latest, max(t for t, _, p, _ in parsed if p in ("pm25", "o3")))
             lo, hi = min(ts), max(ts) + (self.H - 1) * HOUR
-            for init in [i for i in self._cache if lo <= i <= hi]:
-                del self._cache[init]
+            for init in [i for i in self._cache if lo <= i <= hi or (self.bands is not None and i >= lo)]:
+                del self._cache[init]  # inputs changed, or (rolled band) the verified forecasts before it
+            if self.bands is not None:
+                self.bands.forget(min(ts) - self.L * HOUR, hi)
         return {"accepted_rows": len(rows), "values": len(parsed), "latest_init_time": iso(self._latest)}
 
     # ---- selection --------------------------------------------------------------------------------------

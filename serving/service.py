@@ -88,7 +88,8 @@ class AQCastService:
         if not store:
             raise DataError("no feature store: set AQCAST_STORE (or `aqcast serve --store PATH`)")
         self.forecaster = Forecaster(self.resolved.artifact_dir, Path(store), label=self.resolved.label,
-                                     cache_size=int(env.get("AQCAST_CACHE_SIZE", 4)))
+                                     cache_size=int(env.get("AQCAST_CACHE_SIZE", 4)),
+                                     rolling_bands=float(env.get("AQCAST_ROLLING_BANDS", 30)))
         self.max_cells = int(env.get("AQCAST_MAX_CELLS", 5000))
         self.max_nc_cells = int(float(env.get("AQCAST_MAX_NETCDF_CELLS", 4e6)))
         init, _ = self.forecaster.forecast()  # warm the cache for the latest init time
@@ -118,7 +119,7 @@ class AQCastService:
                      "history_hours": c.history, "lead_hours": [1, c.leads], "species": c.species,
                      "quantiles": c.quantiles, "ensemble_members": c.ensemble_members,
                      "architecture": c.architecture, "channels": c.channels,
-                     "code_version": c.code_version,
+                     "code_version": c.code_version, "rolling_bands_days": fc.bands.window_days if fc.bands else 0,
                      "created": c.created, "store": fc.store_path, "latest_init_time": iso(fc.latest_init),
                      "earliest_init_time": iso(fc.earliest_init), "cached_init_times": fc.cached_inits(),
                      "uptime_s": round(time.time() - self.started, 1)}
@@ -180,6 +181,7 @@ class AQCastService:
                              "quantiles": [fc.card.quantiles[i] for i in q_idx],
                              "aqi": "China HJ 633-2012 hourly IAQI of the P50 (PM2.5 with its 24-h breakpoints)",
                              "weather_persisted_hours": fc.persisted_hours.get(init, 0),
+                             "band": fc.band_info.get(init),
                              "forecasts": items})
 
     @bentoml.api(route="/observations", input_spec=ObservationsRequest)

@@ -229,22 +229,44 @@ def test_rolling_bands_move_only_the_band_and_use_no_observation_after_the_init(
     observations after an init leave it alone."""
     model, meta = model_meta
     pts = _points(tmp_path, tiny_store)
-    span = ("2021-01-02T08:00+08:00", "2021-01-04T08:00+08:00", "6h")
+    span = ("2021-01-01T13:00+08:00", "2021-01-03T13:00+08:00", "6h")  # from the first init with a full history
     a = run_backtest(model, meta, "", *span, pts, tmp_path / "a.csv", store=tiny_store)
     b = run_backtest(model, meta, "", *span, pts, tmp_path / "b.csv", store=tiny_store, rolling_bands=1, chunk=3)
-    assert np.allclose(a["p50"], b["p50"], atol=0.011)
-    first = b["init_time"] == b["init_time"].iloc[0]   # nothing verified yet at the first init
+    assert a["p50"].equals(b["p50"])
+    first = b["init_time"] == b["init_time"].iloc[0]   # nothing verified yet at the first init, none issued before
     assert np.allclose(a.loc[first, ["p10", "p90"]], b.loc[first, ["p10", "p90"]], atol=0.011)
     at = b["point_id"] == "alpha_site"                 # a station's cell; empty_corner has none
     assert not np.allclose(a.loc[~first & at, "p90"], b.loc[~first & at, "p90"], atol=0.05)
     assert np.allclose(a.loc[~at, ["p10", "p90"]], b.loc[~at, ["p10", "p90"]], atol=0.011)
     assert (b["p10"] <= b["p50"]).all() and (b["p50"] <= b["p90"]).all() and (b["p10"] >= 0).all()
-    cut = np.datetime64("2021-01-03T12:00")           # 2021-01-03T20:00+08:00 in UTC
+    cut = np.datetime64("2021-01-02T11:00")           # 2021-01-02T19:00+08:00 in UTC
     ds = tiny_store.copy(deep=True)
     k = int(np.searchsorted(ds["time"].values, cut))
     for v in ds.data_vars:
         if v.startswith(("stn_", "obs_", "sat_")):
             ds[v].values[k + 1:] = ds[v].values[k + 1:] * 7 + 3  # every pollutant value after that init
     c = run_backtest(model, meta, "", *span, pts, tmp_path / "c.csv", store=ds, rolling_bands=1, chunk=3)
-    upto = pd.to_datetime(b["init_time"]) <= pd.Timestamp("2021-01-03T20:00+08:00")
+    upto = pd.to_datetime(b["init_time"]) <= pd.Timestamp("2021-01-02T19:00+08:00")
     assert b[upto].equals(c[upto]) and not b[~upto].equals(c[~upto])
+
+
+def test_rolled_rows_do_not_depend_on_where_the_backtest_starts(tmp_path, tiny_store, model_meta):
+    """The window at --from is filled with the forecasts the data allow before it (same cadence), so a run
+    started a day later issues the same rows, rolled band included, from its first init on."""
+    model, meta = model_meta
+    pts = _points(tmp_path, tiny_store)
+    end = ("2021-01-04T08:00+08:00", "6h")
+    a = run_backtest(model, meta, "", "2021-01-02T08:00+08:00", *end, pts, tmp_path / "a.csv", store=tiny_store,
+                     rolling_bands=1, chunk=3)
+    notes: list[str] = []
+    b = run_backtest(model, meta, "", "2021-01-03T08:00+08:00", *end, pts, tmp_path / "b.csv", store=tiny_store,
+                     rolling_bands=1, chunk=5, echo=notes.append)
+    assert "rolled band: 4 forecasts issued before --from verified first" in notes
+    later = a[pd.to_datetime(a["init_time"]) >= pd.Timestamp("2021-01-03T08:00+08:00")].reset_index(drop=True)
+    assert later[["init_time", "lead_hours", "point_id", "species"]].equals(
+        b[["init_time", "lead_hours", "point_id", "species"]])
+    assert np.allclose(later[["p10", "p50", "p90"]], b[["p10", "p50", "p90"]], atol=0.011)
+    plain = run_backtest(model, meta, "", "2021-01-03T08:00+08:00", *end, pts, tmp_path / "c.csv",
+                         store=tiny_store)
+    first = (b["init_time"] == b["init_time"].iloc[0]) & (b["point_id"] == "alpha_site")
+    assert not np.allclose(b.loc[first, "p90"], plain.loc[first, "p90"], atol=0.05)  # rolled from its first init

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -34,6 +35,9 @@ def test_exact_request(client):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["init_time"] == LAST and body["model_version"].startswith("local:")
+    band = body["band"]  # rolled at station cells by default, as the backtest does (tests/test_service_bands.py)
+    assert band["rolled_window_days"] == 30 and set(band["factor"]) == {"pm25", "o3"}
+    assert band["earlier_forecasts"] == 19 and band["verified_samples"]["o3"] > 1000  # the store's days before it
     (item,) = body["forecasts"]
     assert item["query"] == {"lon": 116.40, "lat": 39.90} and item["cell_id"].startswith("3000m_")
     assert item["lead_hours"] == list(range(1, 73)) and item["valid_time"][0] == "2021-01-21T00:00:00+00:00"
@@ -77,6 +81,7 @@ def test_netcdf(client):
     ds = xr.open_dataset(io.BytesIO(r.content), engine="h5netcdf")
     assert ds["pm25"].dims == ("lead_time", "quantile", "y", "x") and ds["pm25"].shape == (1, 3, 16, 16)
     assert ds.attrs["Conventions"] == "CF-1.8" and ds["o3"].attrs["units"] == "ug m-3"
+    assert json.loads(ds.attrs["band"])["rolled_window_days"] == 30
     assert ds["lon"].shape == (16, 16) and float(ds["pm25"].sel(quantile=0.5).min()) >= 0
     assert "pm25_iaqi" in ds and str(ds["time"].values[0]).startswith("2021-01-21T23")
     r = client.post("/forecast", json=EXACT | {"format": "netcdf"})
@@ -92,7 +97,7 @@ def test_info_endpoints(client):
     m = m.json()
     assert m["ready"] and m["latest_init_time"] and m["validation_metrics"]["mae_pm25"] == 12.5
     assert m["train_window"] and m["parity"]["max_abs_diff_random"] < 1e-2 and m["model_version"]
-    assert m["ensemble_members"] == 1 and m["architecture"]["encoder"] == "dilated"
+    assert m["ensemble_members"] == 1 and m["architecture"]["encoder"] == "dilated" and m["rolling_bands_days"] == 30
     assert client.get("/healthz").status_code == 200 and client.get("/readyz").status_code == 200
     spec = client.get("/docs.json").json()
     assert "/forecast" in spec["paths"] and "/observations" in spec["paths"]

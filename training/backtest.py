@@ -106,7 +106,8 @@ def run_backtest(model: Any, meta: dict[str, Any], data_dir: str | Path, t_from:
     """Run the backtest and write `out` (CSV). `store`: an already-built store on the model grid (tests).
     `rolling_bands` > 0: at points in a station's cell, each init's P10/P90 band rescaled from the forecasts at
     the data's stations verified in that many days before it (`models.rolling_bands`; observations up to the
-    init only); points without a station keep the model's band.
+    init only), the forecasts issued before --from on the same cadence included where the data allow them (so a
+    run's rows do not depend on where it starts); points without a station keep the model's band.
     Progress: a bar on a terminal, else one `echo` line per chunk of inits (logs and CI see it move)."""
     t0, offset = parse_time(t_from, "--from")
     t1, _ = parse_time(t_to, "--to")
@@ -123,6 +124,10 @@ def run_backtest(model: Any, meta: dict[str, Any], data_dir: str | Path, t_from:
     out.parent.mkdir(parents=True, exist_ok=True)
     frames = []
     verified = _Verified(rolling_bands)
+    if rolling_bands > 0:  # the window at --from holds the forecasts the data allow before it, as a service's would
+        warm = verified.warm_up(model, meta, ds, inits[0], parse_every(every), batch_size, met_error, seed, chunk)
+        if echo and warm:
+            echo(f"rolled band: {warm} forecasts issued before --from verified first")
     from tqdm.auto import tqdm
 
     bar = tqdm(total=int(inits.size), unit="init", desc="backtest", disable=None)
@@ -148,21 +153,47 @@ class _Verified:
         self.t: np.ndarray | None = None
         self.z: np.ndarray | None = None
 
+    def warm_up(self, model: Any, meta: dict[str, Any], ds, first: np.datetime64, every_h: int, batch_size: int,
+                met_error: bool, seed: int, chunk: int) -> int:
+        """Record the forecasts issued on the run's cadence before its first init whose valid times reach into the
+        window there, where the data hold a full history for them; returns how many."""
+        from models.rolling_bands import earlier_inits
+
+        earliest = ds["time"].values[0] + (int(meta["history"]) - 1) * np.timedelta64(1, "h")
+        warm = earlier_inits(first, every_h, self.window_days, int(meta["leads"])).astype(first.dtype)
+        warm = warm[warm >= earliest]
+        for c0 in range(0, warm.size, chunk):
+            part = warm[c0:c0 + chunk]
+            sampler, _ = make_sampler(ds, part, meta, model)
+            fc = run_model(model, sampler, batch_size, met_error, seed + 1_000_003 + c0, sampler.forcing_vars)
+            self._keep(part, self._z(fc, sampler))
+        return int(warm.size)
+
     def rescale(self, inits: np.ndarray, fc: np.ndarray, sampler, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """fc [N, L, 2, 3, Y, X] at the points (rows, cols), the band rescaled when the window is on."""
         if self.window_days <= 0:
             return fc[..., rows, cols]
-        from models.rolling_bands import apply_factors, band_factors, band_z
+        from models.rolling_bands import apply_factors, band_factors
+
+        z = self._z(fc, sampler)
+        k = band_factors(inits, z, self.t, self.z, window_days=self.window_days)
+        self._keep(inits, z)
+        r, c = sampler.station_row.astype(int), sampler.station_col.astype(int)
+        at_station = np.isin(rows * fc.shape[-1] + cols, r * fc.shape[-1] + c)  # points in a station's cell
+        return apply_factors(fc[..., rows, cols], k, where=at_station)
+
+    @staticmethod
+    def _z(fc: np.ndarray, sampler) -> np.ndarray:
+        from models.rolling_bands import band_z
 
         r, c = sampler.station_row.astype(int), sampler.station_col.astype(int)
-        z = band_z(np.moveaxis(fc[..., r, c], 3, -1), station_obs(sampler))
-        k = band_factors(inits, z, self.t, self.z, window_days=self.window_days)
+        return band_z(np.moveaxis(fc[..., r, c], 3, -1), station_obs(sampler))
+
+    def _keep(self, inits: np.ndarray, z: np.ndarray) -> None:
         keep_from = inits[-1] - np.timedelta64(round((self.window_days + 4) * 24), "h")
         t = inits if self.t is None else np.concatenate([self.t, inits])
         zz = z if self.z is None else np.concatenate([self.z, z])
         self.t, self.z = t[t >= keep_from], zz[t >= keep_from]
-        at_station = np.isin(rows * fc.shape[-1] + cols, r * fc.shape[-1] + c)  # points in a station's cell
-        return apply_factors(fc[..., rows, cols], k, where=at_station)
 
 
 def backtest_command(model_uri: str, data_dir: str, t_from: str, t_to: str, every: str, points: str, out: str,

@@ -138,9 +138,10 @@ def backtest(
     df = backtest_command(model, data, t_from, t_to, every, points, out, met_error, seed, batch_size,
                           echo=lambda m: typer.echo(m, err=True), rolling_bands=rolling_bands)
     if rolling_bands:
-        typer.echo(f"P10/P90 at points in a station's cell: rescaled at each init from this run's forecasts verified "
-                   f"there in the {rolling_bands:g} days before it, the model's own band until some are "
-                   "(--rolling-bands 0: the model's own band throughout)", err=True)
+        typer.echo(f"P10/P90 at points in a station's cell: rescaled at each init from the forecasts verified there "
+                   f"in the {rolling_bands:g} days before it (those issued before --from on the same cadence "
+                   "included where the data allow; the model's own band until some are verified), as `aqcast serve` "
+                   "does (--rolling-bands 0: the model's own band throughout)", err=True)
     typer.echo(f"wrote {len(df)} rows to {out}")
 
 
