@@ -52,3 +52,24 @@ def test_member_mean_is_log1p_space_and_refuses_other_rows(tmp_path):
     pd.DataFrame({**base, "lead_hours": [1, 3], "p10": 0.0, "p50": 1.0, "p90": 2.0}).to_csv(tmp_path / "c.csv", index=False)
     with pytest.raises(ValueError, match="same"):
         mod.member_mean([str(tmp_path / "a.csv"), str(tmp_path / "c.csv")])
+
+
+def test_by_month_groups_by_the_month_the_init_was_issued(tmp_path):
+    d = write_uci_dir(tmp_path / "data", n_days=40)
+    raw = pd.concat(pd.read_csv(f) for f in sorted(d.glob("PRSA_*.csv")))
+    raw["local"] = pd.to_datetime(raw[["year", "month", "day", "hour"]])
+    rows = []
+    for station, g in raw.groupby("station"):
+        g = g.set_index("local")
+        for init in ("2021-01-31T00:00", "2021-02-01T00:00"):  # the first one's leads are valid in February too
+            for lead in (1, 24):
+                obs = g.loc[pd.Timestamp(init) + pd.Timedelta(hours=lead), "O3"]
+                lo, hi = (obs - 1, obs + 1) if init.startswith("2021-01") else (obs + 1, obs + 2)
+                rows.append({"init_time": init + "+08:00", "lead_hours": lead, "point_id": station,
+                             "species": "o3", "p10": lo, "p50": obs + 4.0, "p90": hi})
+    fc = tmp_path / "forecasts.csv"
+    pd.DataFrame(rows).to_csv(fc, index=False)
+    mod = _load()
+    t = mod.by_month(mod.matched(str(fc), str(d), [])).set_index("month")
+    assert list(t.index) == ["2021-01", "2021-02"] and (t["n"] == 6).all()
+    assert t.loc["2021-01", "coverage"] == 1.0 and t.loc["2021-02", "coverage"] == 0.0 and (t["MAE"] == 4.0).all()

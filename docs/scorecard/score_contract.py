@@ -1,11 +1,13 @@
 """Score a backtest-contract output (forecasts.csv) against the observations of a data directory, by the
 contract's own columns only: MAE of p50 at chosen leads and the P10-P90 coverage range over the 72 leads, per
 species, for the points that are stations of the directory (the points named with --held-out, e.g. stations
-whose files were left out of the backtest's DIR, are reported apart). A check from outside the model: it reads
+whose files were left out of the backtest's DIR, are reported apart); `--by-month`: coverage and MAE over all
+leads per month of the init instead. A check from outside the model: it reads
 nothing but the CSV the contract writes and the raw station files. Given several forecast CSVs (the same
 rows from different models), it scores their member mean, quantile by quantile in log1p space.
 
     python docs/scorecard/score_contract.py /tmp/forecasts.csv [more.csv ...] ../shared/data/beijing [--held-out A,B]
+        [--by-month]
 """
 from __future__ import annotations
 
@@ -31,8 +33,8 @@ def member_mean(paths: list[str]) -> pd.DataFrame:
     return mean.reset_index()
 
 
-def score(forecasts: str | list[str], data_dir: str, held_out: list[str],
-          leads: tuple[int, ...] = (24, 48, 72)) -> pd.DataFrame:
+def matched(forecasts: str | list[str], data_dir: str, held_out: list[str]) -> pd.DataFrame:
+    """The forecast rows at the data's stations with their observation: error of p50, inside the band, group."""
     fc = member_mean([forecasts] if isinstance(forecasts, str) else list(forecasts))
     init = pd.to_datetime(fc["init_time"], utc=True).dt.tz_localize(None)
     fc["valid"] = init + pd.to_timedelta(fc["lead_hours"], unit="h")
@@ -44,6 +46,20 @@ def score(forecasts: str | list[str], data_dir: str, held_out: list[str],
     m["group"] = np.where(m["point_id"].isin(held_out), "held-out points", "stations in DIR")
     m["err"] = (m["p50"] - m["obs"]).abs()
     m["inside"] = (m["obs"] >= m["p10"]) & (m["obs"] <= m["p90"])
+    m["init_local"] = m["init_time"].str[:7]  # YYYY-MM of the init as written (local)
+    return m
+
+
+def by_month(m: pd.DataFrame) -> pd.DataFrame:
+    """P10-P90 coverage and p50 MAE over all leads per month of the init (as written, local) and species."""
+    g = m.groupby(["group", "species", "init_local"])
+    return (pd.DataFrame({"n": g.size(), "coverage": g["inside"].mean().round(3), "MAE": g["err"].mean().round(1)})
+            .reset_index().rename(columns={"init_local": "month"}))
+
+
+def score(forecasts: str | list[str], data_dir: str, held_out: list[str],
+          leads: tuple[int, ...] = (24, 48, 72)) -> pd.DataFrame:
+    m = matched(forecasts, data_dir, held_out)
     rows = []
     for (group, sp), g in m.groupby(["group", "species"]):
         by_lead = g.groupby("lead_hours")
@@ -58,12 +74,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("forecasts", nargs="+", help="contract CSV(s), then the data directory")
     ap.add_argument("--held-out", default="", help="comma-separated point ids never used as model inputs")
+    ap.add_argument("--by-month", action="store_true", help="coverage and MAE (all leads) per month of the init")
     a = ap.parse_args()
     *files, data_dir = a.forecasts
     if not files:
         ap.error("give at least one forecast CSV and the data directory")
     try:
-        t = score(files, data_dir, [s for s in a.held_out.split(",") if s])
+        held = [s for s in a.held_out.split(",") if s]
+        t = by_month(matched(files, data_dir, held)) if a.by_month else score(files, data_dir, held)
     except (DataError, ValueError, FileNotFoundError) as e:  # one clear line, exit 2, as the CLI does
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
