@@ -9,10 +9,16 @@ def _load():
     return load_script("score_contract")
 
 
-def test_scores_p50_error_and_band_by_the_contracts_columns(tmp_path):
-    d = write_uci_dir(tmp_path / "data", n_days=4)
+def _raw(d):
+    """The raw station rows of a UCI-layout directory with their local time."""
     raw = pd.concat(pd.read_csv(f) for f in sorted(d.glob("PRSA_*.csv")))
     raw["local"] = pd.to_datetime(raw[["year", "month", "day", "hour"]])
+    return raw
+
+
+def test_scores_p50_error_and_band_by_the_contracts_columns(tmp_path):
+    d = write_uci_dir(tmp_path / "data", n_days=4)
+    raw = _raw(d)
     rows = []
     for station, g in raw.groupby("station"):
         g = g.set_index("local")
@@ -56,10 +62,8 @@ def test_member_mean_is_log1p_space_and_refuses_other_rows(tmp_path):
 
 def test_by_month_groups_by_the_month_the_init_was_issued(tmp_path):
     d = write_uci_dir(tmp_path / "data", n_days=40)
-    raw = pd.concat(pd.read_csv(f) for f in sorted(d.glob("PRSA_*.csv")))
-    raw["local"] = pd.to_datetime(raw[["year", "month", "day", "hour"]])
     rows = []
-    for station, g in raw.groupby("station"):
+    for station, g in _raw(d).groupby("station"):
         g = g.set_index("local")
         for init in ("2021-01-31T00:00", "2021-02-01T00:00"):  # the first one's leads are valid in February too
             for lead in (1, 24):
