@@ -8,7 +8,9 @@ the model's band. The contract's backtest (`--every 24h`) computes the same fact
 """
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +19,7 @@ import numpy as np
 
 from models.rolling_bands import apply_factors, band_factors, band_z, earlier_inits
 
+log = logging.getLogger("aqcast.serving")
 EVERY_H = 24  # the earlier forecasts are those issued at the same hour of the day (the contract's cadence)
 
 
@@ -50,11 +53,13 @@ class RolledBands:
         """(k [species], info) for `init`: earlier forecasts made with `issue` where not remembered yet."""
         t = np.datetime64(init, "h")
         past = [p for p in earlier_inits(t, EVERY_H, self.window_days, self.leads) if p >= np.datetime64(earliest, "h")]
-        for p in past:
-            with self._lock:
-                have = p in self._issued
-            if not have:
-                self.remember(p, *issue(p.astype("datetime64[ns]")))
+        with self._lock:
+            todo = [p for p in past if p not in self._issued]
+        t0 = time.perf_counter()
+        for p in todo:
+            self.remember(p, *issue(p.astype("datetime64[ns]")))
+        if todo:  # a fresh service's first day: every new hour of the day needs its earlier days once
+            log.info("rolled band for %s: %d earlier forecasts made in %.1f s", t, len(todo), time.perf_counter() - t0)
         with self._lock:
             got = [(p, self._issued[p]) for p in past if p in self._issued]
         n_sp = len(self.species)
