@@ -6,7 +6,7 @@ weights, not the weather, are the cause. The members share the input features (n
 spreading, forcing windows: no learned weights) and nothing else; each trains on its own loss
 (`decode_members`), and the ensemble forecast averages their P50 and raw P10/P90 gaps in the targets'
 normalised log1p space (= the mean of the members' quantiles there) before one calibration of the gaps
-(`gap_scale`, `gap_hour`), which therefore fits the ensemble's band, not a member's. One module, so one
+(`gap_scale`, `gap_hour`, `gap_season`), which therefore fits the ensemble's band, not a member's. One module, so one
 checkpoint, one registered version and one ONNX graph. With `member_encoders` the members differ in their encoder
 too (e.g. one dilated, one U-Net): the same averaging, over architectures as well as initialisations.
 """
@@ -38,6 +38,7 @@ class AQEnsemble(QuantileFrame):
         lead = self.members[0]
         self.register_buffer("gap_scale", torch.ones_like(lead.gap_scale))
         self.register_buffer("gap_hour", torch.zeros_like(lead.gap_hour))
+        self.register_buffer("gap_season", torch.zeros_like(lead.gap_season))
         self.hidden = one.hidden
 
     @property
@@ -67,6 +68,9 @@ class AQEnsemble(QuantileFrame):
     def hour_basis(self, fut: torch.Tensor) -> torch.Tensor | None:
         return self.lead.hour_basis(fut)
 
+    def season_basis(self, fut: torch.Tensor) -> torch.Tensor | None:
+        return self.lead.season_basis(fut)
+
     def state(self, obs: torch.Tensor, obs_mask: torch.Tensor, forcing: torch.Tensor,
               forcing_mask: torch.Tensor, static: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (the members' states stacked along channels [B, M * hidden, Y, X], the shared skip base)."""
@@ -91,3 +95,8 @@ class AQEnsemble(QuantileFrame):
         if aux:
             return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
         return torch.cat(outs)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Weights saved before `gap_season` existed load with no seasonal factor."""
+        state_dict.setdefault(prefix + "gap_season", torch.zeros_like(self.gap_season))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -1,8 +1,9 @@
 """What every gridded quantile forecaster shares after its decoder: the calibration of the P10/P90 gaps
-(buffers `gap_scale` and `gap_hour`, fitted by `training.calibrate`), quantiles in ug m-3 and the forward.
+(buffers `gap_scale`, `gap_hour` and `gap_season`, fitted by `training.calibrate`), quantiles in ug m-3 and the
+forward.
 
-A subclass provides `state`, `future_features`, `decode_parts`, `hour_basis`, `target_norm`, `normalisation`
-(for the model card) and `cfg`; `models.net.AQNet` (one network) and `models.ensemble.AQEnsemble` (members
+A subclass provides `state`, `future_features`, `decode_parts`, `hour_basis`, `season_basis`, `target_norm`,
+`normalisation` (for the model card) and `cfg`; `models.net.AQNet` (one network) and `models.ensemble.AQEnsemble` (members
 averaged) are the two.
 """
 from __future__ import annotations
@@ -19,7 +20,8 @@ class QuantileFrame(nn.Module):
                    base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Scale the raw gaps [B, L, 2, Y, X] by `gap_scale` blended between its two cell classes by the
         station weight w in `base`: s_unobserved + w (s_observed - s_unobserved), times the diurnal factor
-        exp(basis . gap_hour) of the valid local hour where the model has the hour forcings."""
+        exp(basis . gap_hour) of the valid local hour where the model has the hour forcings, and the seasonal
+        factor exp(season . gap_season) of the valid day of year where it has the day-of-year forcings."""
         n_leads, n_sp = self.cfg.leads, len(self.cfg.species)
         ny, nx = p50.shape[-2], p50.shape[-1]
         own = base[:, n_sp:2 * n_sp].reshape(-1, 1, n_sp, 1, ny, nx)  # station weight
@@ -28,6 +30,9 @@ class QuantileFrame(nn.Module):
         basis = self.hour_basis(fut)
         if basis is not None:  # diurnal factor [B, L, n_sp, 2, Y, X]
             scale = scale * torch.exp(torch.einsum("blfyx,ksf->blksyx", basis, self.gap_hour))
+        season = self.season_basis(fut)
+        if season is not None:  # seasonal factor, the same way
+            scale = scale * torch.exp(torch.einsum("blfyx,ksf->blksyx", season, self.gap_season))
         return p50, g_lo * scale[:, :, :, 0], g_hi * scale[:, :, :, 1]
 
     def decode(self, z: torch.Tensor, fut: torch.Tensor, base: torch.Tensor) -> torch.Tensor:

@@ -120,6 +120,11 @@ class AQNet(QuantileFrame):
         self.register_buffer("gap_hour", torch.zeros(len(cfg.species), 2, 4))
         self.hour_idx = ([self.forcing_names.index(n) for n in ("hour_sin", "hour_cos")]
                          if {"hour_sin", "hour_cos"} <= set(self.forcing_names) else None)
+        # seasonal factor on the gaps: exp(sum_f gap_season[species, side, f] * (sin, cos of the valid day of
+        # year)_f), from the doy_sin/doy_cos forcing (0 = none; `optim.calibrate_season`); 1 without them
+        self.register_buffer("gap_season", torch.zeros(len(cfg.species), 2, 2))
+        self.doy_idx = ([self.forcing_names.index(n) for n in ("doy_sin", "doy_cos")]
+                        if {"doy_sin", "doy_cos"} <= set(self.forcing_names) else None)
         if cfg.diurnal_inputs:  # built last, so a model without them initialises exactly as before
             n_sp = len(cfg.species)
             self.spread_fine = NormalizedConv(cfg.spread_sigmas[:1], cfg.spread_truncate)
@@ -270,6 +275,14 @@ class AQNet(QuantileFrame):
         sn, cs = ((fut[:, :, i] * nrm.std[i] + nrm.mean[i]).clamp(-1.0, 1.0) for i in self.hour_idx)
         return torch.stack([sn, cs, 2 * sn * cs, cs * cs - sn * sn], dim=2)
 
+    def season_basis(self, fut: torch.Tensor) -> torch.Tensor | None:
+        """[B, L, 2, Y, X]: sin and cos of the valid day of year (the doy_sin/doy_cos forcing, clamped to
+        [-1, 1]); None without those forcings."""
+        if self.doy_idx is None:
+            return None
+        nrm = self.forcing_norm
+        return torch.stack([(fut[:, :, i] * nrm.std[i] + nrm.mean[i]).clamp(-1.0, 1.0) for i in self.doy_idx], 2)
+
     def decoder_hidden(self, z: torch.Tensor, fut: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         """Shared per-lead decoder up to its heads: state z [B, hidden, Y, X], features fut [B, L, F, Y, X],
         base [B, 2 * n_sp, Y, X] (from `state`) -> hidden [B * L, D, Y, X] (D = decoder_hidden, times the number
@@ -345,4 +358,5 @@ class AQNet(QuantileFrame):
             state_dict[prefix + "gap_scale"] = g.unsqueeze(-1).expand(*g.shape, 2).contiguous()
         state_dict.setdefault(prefix + "head_gain", torch.ones_like(self.head_gain))
         state_dict.setdefault(prefix + "gap_hour", torch.zeros_like(self.gap_hour))
+        state_dict.setdefault(prefix + "gap_season", torch.zeros_like(self.gap_season))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

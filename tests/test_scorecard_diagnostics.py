@@ -160,3 +160,17 @@ def test_seed_means_reads_each_models_matching_evaluation_and_means_the_margins(
     assert rows["mean of 2"][1] == "32.00 / 32.00 / 32.00" and rows["mean of 2"][5] == "33.00 / 33.00 / 33.00"
     with pytest.raises(SystemExit, match="models:/aqcast/3"):
         load_script("seed_means").main(["--models", "3", "--from", "2014-03", "--tracking-uri", uri])
+
+
+def test_season_band_scores_by_the_month_of_the_valid_time_at_the_stations_asked():
+    sb = load_script("season_band")
+    doy = np.array([14.0, 196.0])  # mid January, mid July (0-based day of year)
+    a = 2 * np.pi * doy / 365.0
+    season = np.broadcast_to(np.stack([np.sin(a), np.cos(a)], -1)[:, None, None, :], (2, 1, 3, 2))
+    r = {"season": season, "valid": np.ones((2, 1, 2, 3), bool)}
+    assert sb.valid_month(r)[:, 0, 0].tolist() == [0, 6]
+    hit = np.zeros((2, 1, 2, 3), bool)
+    hit[0, :, 1, 0] = True                              # January, O3, station 0 only
+    cov = sb.by_month(hit, r, np.array([True, True, False]))
+    assert cov[0, 1] == 0.5 and cov[0, 0] == 0.0 and cov[6, 1] == 0.0 and np.isnan(cov[3]).all()
+    assert not sb.only(r, np.array([False, True, False]))["valid"][..., [0, 2]].any()

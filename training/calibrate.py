@@ -33,10 +33,13 @@ def collect_ratios(net: Any, loader: Any) -> dict[str, np.ndarray]:
     and r_hi = (obs - P50) / upper gap in normalised space, each [N, L, 2, S]; `valid` (observed at a
     station that is not withheld), `w` (`net.station_weight` at the station: 1 = its cell observed the
     species at init), the init `month` and UTC `hour` [N], and, when the model has the hour forcings,
-    `basis` [N, L, S, 4] (`net.hour_basis` of each valid hour)."""
+    `basis` [N, L, S, 4] (`net.hour_basis` of each valid hour), with the day-of-year ones `season` [N, L, S, 2]
+    (`net.season_basis`)."""
     net.gap_scale.fill_(1.0)
     net.gap_hour.zero_()
-    keys = ("r_lo", "r_hi", "valid", "w", "month", "hour", "basis")
+    if hasattr(net, "gap_season"):
+        net.gap_season.zero_()
+    keys = ("r_lo", "r_hi", "valid", "w", "month", "hour", "basis", "season")
     out: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     with torch.no_grad():
         for batch in loader:
@@ -55,6 +58,9 @@ def collect_ratios(net: Any, loader: Any) -> dict[str, np.ndarray]:
             basis = net.hour_basis(fut)
             if basis is not None:
                 out["basis"].append(basis[..., 0].permute(0, 1, 3, 2).numpy())
+            season = net.season_basis(fut) if hasattr(net, "season_basis") else None
+            if season is not None:
+                out["season"].append(season[..., 0].permute(0, 1, 3, 2).numpy())
             init = batch["init_time"].numpy().astype("datetime64[ns]")
             out["month"].append(init.astype("datetime64[M]").astype(np.int64) % 12)
             out["hour"].append(init.astype("datetime64[h]").astype(np.int64) % 24)
@@ -143,10 +149,11 @@ def coverage(r: dict[str, np.ndarray], scales: np.ndarray, sel: np.ndarray | Non
 
 def hour_factor(r: dict[str, np.ndarray], coef: np.ndarray) -> np.ndarray:
     """[N, L, 2, side, S]: the diurnal factor exp(basis . coef[species, side]) of every sample (1 without
-    `basis`)."""
+    `basis`); coefficients [2, 2, 6] take the seasonal basis as their last two terms (`fit_band` with `season`)."""
     if "basis" not in r:
         return np.ones(r["r_lo"].shape[:3] + (2,) + r["r_lo"].shape[3:])
-    return np.exp(np.einsum("nlsf,kdf->nlkds", r["basis"], coef))
+    b = r["basis"] if coef.shape[-1] == r["basis"].shape[-1] else np.concatenate([r["basis"], r["season"]], -1)
+    return np.exp(np.einsum("nlsf,kdf->nlkds", b, coef))
 
 
 def deflated(r: dict[str, np.ndarray], coef: np.ndarray) -> dict[str, np.ndarray]:
@@ -185,19 +192,53 @@ def fit_hour_coef(r: dict[str, np.ndarray], scales: np.ndarray, sel: np.ndarray 
     return coef * np.minimum(1.0, max_log / np.maximum(peak, 1e-9))[..., None]
 
 
+def fit_season_coef(r: dict[str, np.ndarray], scales: np.ndarray, species: tuple[int, ...],
+                    sel: np.ndarray | None = None, quantiles: tuple[float, ...] = (0.1, 0.5, 0.9),
+                    max_log: float = math.log(2.0)) -> np.ndarray:
+    """Seasonal coefficients [2 species, side, 2] for the `species` indices: the log of the gap quantile each
+    valid month (12 bins of the day of year) still needs after `scales`, least-squares on sin/cos of the
+    day of year with its mean removed, limited to a factor in [1/2, 2]; zeros elsewhere or without `season`."""
+    coef = np.zeros((2, 2, 2))
+    if "season" not in r or not species:
+        return coef
+    keep = r["valid"] if sel is None else r["valid"] & sel[:, None, None, None]
+    sb = r["season"]
+    month = (np.floor((np.arctan2(sb[..., 0], sb[..., 1]) / (2 * np.pi)) % 1.0 * 12).astype(int)) % 12  # [N, L, S]
+    s = blended(r, scales)
+    grid = np.stack([np.sin(a := 2 * np.pi * (np.arange(12) + 0.5) / 12), np.cos(a)], -1)
+    for k in species:
+        for side, (key, q) in enumerate((("r_lo", 1 - quantiles[0]), ("r_hi", quantiles[-1]))):
+            x, m = r[key][:, :, k] / s[:, :, k, side], keep[:, :, k]
+            qm = np.array([np.quantile(x[m & (month == b)], q) if (m & (month == b)).sum() >= MIN_SAMPLES
+                           else np.nan for b in range(12)])
+            ok = np.isfinite(qm) & (qm > 0)
+            if ok.sum() < 6:
+                continue
+            lq = np.log(qm[ok])
+            coef[k, side] = np.linalg.lstsq(grid[ok], lq - lq.mean(), rcond=None)[0]
+    peak = np.abs(np.einsum("mf,ksf->mks", grid, coef)).max(0)
+    return coef * np.minimum(1.0, max_log / np.maximum(peak, 1e-9))[..., None]
+
+
 def fit_band(r: dict[str, np.ndarray], sel: np.ndarray | None = None, quantiles: tuple[float, ...] =
-             (0.1, 0.5, 0.9), hour: bool = True) -> tuple[np.ndarray, np.ndarray]:
+             (0.1, 0.5, 0.9), hour: bool = True, season: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
     """(lead scales, diurnal coefficients): lead scales, then the diurnal factor on what they leave, then the
-    lead scales again on the deflated ratios (so the band's level stays right at every lead)."""
+    lead scales again on the deflated ratios (so the band's level stays right at every lead). With `season`
+    (species indices) and the day-of-year basis, a seasonal factor is fitted the same way on what those leave
+    and the coefficients are [2, 2, 6] (diurnal, then seasonal terms)."""
     scales = fit_scales(r, sel, quantiles)
     coef = fit_hour_coef(r, scales, sel, quantiles) if hour else np.zeros((2, 2, 4))
-    if not coef.any():
+    if coef.any():
+        scales = fit_scales(deflated(r, coef), sel, quantiles)
+    if not season or "season" not in r or "basis" not in r:
         return scales, coef
+    sea = fit_season_coef(deflated(r, coef), scales, tuple(season), sel, quantiles)
+    coef = np.concatenate([coef, sea], -1)
     return fit_scales(deflated(r, coef), sel, quantiles), coef
 
 
 def crossfit_inside(r: dict[str, np.ndarray], sel: np.ndarray | None = None, quantiles: tuple[float, ...] =
-                    (0.1, 0.5, 0.9), hour: bool = True) -> np.ndarray | None:
+                    (0.1, 0.5, 0.9), hour: bool = True, season: tuple[int, ...] = ()) -> np.ndarray | None:
     """Inside-the-band [N, L, 2, S] with each calendar-month parity scored by the band fitted (on the samples
     `sel`) on the other parity; None when one parity has no samples."""
     even = r["month"] % 2 == 0
@@ -206,20 +247,20 @@ def crossfit_inside(r: dict[str, np.ndarray], sel: np.ndarray | None = None, qua
     base = np.ones(even.shape, bool) if sel is None else sel
     hits = []
     for train in (~even, even):
-        scales, coef = fit_band(r, base & train, quantiles, hour)
+        scales, coef = fit_band(r, base & train, quantiles, hour, season)
         hits.append(inside(deflated(r, coef), scales))
     return np.where(even[:, None, None, None], hits[0], hits[1])
 
 
 def calibrate(net: Any, loader: Any, quantiles: tuple[float, ...] = (0.1, 0.5, 0.9),
-              hour: bool = True) -> dict[str, Any]:
-    """Fit `net.gap_scale` (and, with `hour`, the diurnal factor `net.gap_hour`) on `loader` (in place) and
-    report coverage before, after (in-sample) and cross-fit by calendar month, for each cell class and, cross-
-    fit, at each UTC issue hour."""
+              hour: bool = True, season: tuple[int, ...] = ()) -> dict[str, Any]:
+    """Fit `net.gap_scale` (and, with `hour`, the diurnal factor `net.gap_hour`; with `season`, species
+    indices, the seasonal factor `net.gap_season`) on `loader` (in place) and report coverage before, after
+    (in-sample) and cross-fit by calendar month, for each cell class and, cross-fit, at each UTC issue hour."""
     r = collect_ratios(net, loader)
-    scales, coef = fit_band(r, quantiles=quantiles, hour=hour)
+    scales, coef = fit_band(r, quantiles=quantiles, hour=hour, season=season)
     rd = deflated(r, coef)
-    hit_cv = crossfit_inside(r, None, quantiles, hour)
+    hit_cv = crossfit_inside(r, None, quantiles, hour, season)
     ones = np.ones_like(scales)
     cov: dict[str, dict[str, np.ndarray]] = {}
     for cname, cls in (("", None), ("_observed", 0), ("_unobserved", 1)):
@@ -227,7 +268,10 @@ def calibrate(net: Any, loader: Any, quantiles: tuple[float, ...] = (0.1, 0.5, 0
                       "crossfit": (coverage(r, scales, cls=cls, hit=hit_cv) if hit_cv is not None
                                    else np.full(scales.shape[:2], np.nan))}
     net.gap_scale.copy_(torch.as_tensor(scales, dtype=net.gap_scale.dtype))
-    net.gap_hour.copy_(torch.as_tensor(coef, dtype=net.gap_hour.dtype))
+    net.gap_hour.copy_(torch.as_tensor(coef[..., :4], dtype=net.gap_hour.dtype))
+    sea = coef[..., 4:] if coef.shape[-1] > 4 else np.zeros((2, 2, 2))
+    if hasattr(net, "gap_season"):
+        net.gap_season.copy_(torch.as_tensor(sea, dtype=net.gap_season.dtype))
     metrics: dict[str, float] = {}
     for cname, arrs in cov.items():
         for k, sp in enumerate(("pm25", "o3")):
@@ -249,11 +293,13 @@ def calibrate(net: Any, loader: Any, quantiles: tuple[float, ...] = (0.1, 0.5, 0
     own, valid = _observed(r), r["valid"]
     report = {"method": "split-conformal gap scaling on validation inits at input stations (some dropped from "
                         "the inputs), per lead, species and class (observed at init / far from any observation; "
-                        "blended by the station weight), times a diurnal factor of the valid hour",
+                        "blended by the station weight), times a diurnal factor of the valid hour"
+                        + (" and a seasonal factor of the valid day of year" if season else ""),
               "n_inits": int(valid.shape[0]),
               "n_per_lead": {"observed": int((valid & own)[:, 0].sum()), "unobserved": int((valid & ~own)[:, 0].sum())},
               "init_hours_utc": sorted({int(h) for h in r.get("hour", [])}), "gap_scale": scales.round(4).tolist(),
-              "gap_hour": coef.round(4).tolist(), "crossfit_coverage_by_issue_hour": by_hour}
+              "gap_hour": coef[..., :4].round(4).tolist(), "gap_season": sea.round(4).tolist(),
+              "crossfit_coverage_by_issue_hour": by_hour}
     long = {"uncalibrated": "uncalibrated", "calibrated": "calibrated_in_sample", "crossfit": "crossfit_by_month"}
     for cname, arrs in cov.items():
         for name, arr in arrs.items():

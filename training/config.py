@@ -181,6 +181,9 @@ class OptimConfig(_Strict):
                                       "species to 80 % coverage on the validation inits (training.calibrate)")
     calibrate_hour: bool = Field(True, description="with calibrate_quantiles: also fit a diurnal factor of the "
                                  "valid local hour on the gaps (needs the hour_sin/hour_cos forcings)")
+    calibrate_season: list[Literal["pm25", "o3"]] = Field(
+        default_factory=list, description="with calibrate_hour: also fit a seasonal factor of the valid day of year "
+        "on these species' gaps (needs the doy_sin/doy_cos forcings; M45)")
     precision: Literal["32", "bf16-mixed", "auto"] = Field(
         "32", description="training steps' arithmetic: float32, or bfloat16 autocast of the learned layers "
         "(weights, optimizer, validation, calibration and export stay float32); auto = bf16-mixed where the "

@@ -269,10 +269,12 @@ def _calibrate(cfg: TrainConfig, module: Any, dm: Any) -> dict[str, Any] | None:
     from training.calibrate import calibrate
 
     module.eval()
-    out = calibrate(module.net, dm.calib_dataloader(), module.quantiles, hour=cfg.optim.calibrate_hour)
+    out = calibrate(module.net, dm.calib_dataloader(), module.quantiles, hour=cfg.optim.calibrate_hour,
+                    season=tuple(("pm25", "o3").index(s) for s in cfg.optim.calibrate_season))
     mlflow.log_metrics(out["metrics"])
     mlflow.log_dict(out["report"], "calibration.json")
-    return {k: out["report"][k] for k in ("method", "n_inits", "init_hours_utc", "gap_scale", "gap_hour")} | {"metrics": out["metrics"]}
+    keys = ("method", "n_inits", "init_hours_utc", "gap_scale", "gap_hour", "gap_season")
+    return {k: out["report"][k] for k in keys} | {"metrics": out["metrics"]}
 
 
 def _final_validation(module: Any, dm: Any) -> list[dict[str, float]]:
