@@ -73,6 +73,15 @@ def test_init_at_data_edge_is_padded_not_invented(tmp_path, tiny_store, model_me
                       store=tiny_store)
     assert len(df) == 5 * 2 * 2 and np.isfinite(df["p50"]).all()
     assert df["init_time"].iloc[0].endswith("+00:00")
+    notes: list[str] = []
+    run_backtest(model, meta, "", "2021-01-01T08:00+08:00", "2021-01-01T20:00+08:00", "6h",
+                 _points(tmp_path, tiny_store), tmp_path / "f.csv", store=tiny_store, echo=notes.append)
+    assert ("warning: 1 init(s) from 2021-01-01T08:00+08:00 have less than the model's 6-h history in the data "
+            "(they start 2021-01-01T08:00+08:00)") in notes[0] and not any("past the data" in n for n in notes)
+    notes.clear()
+    run_backtest(model, meta, "", last, last, "24h", _points(tmp_path, tiny_store), tmp_path / "e.csv",
+                 store=tiny_store, echo=notes.append)
+    assert notes[0].startswith("warning: 1 init(s) from 2021-01-20T22:00+00:00 reach past the data's last hour")
 
 
 def test_out_of_grid_point_is_a_clear_error(tmp_path, tiny_store, model_meta):

@@ -120,6 +120,9 @@ def run_backtest(model: Any, meta: dict[str, Any], data_dir: str | Path, t_from:
     tmin, tmax = ds["time"].values[0], ds["time"].values[-1]
     if inits[-1] < tmin or inits[0] > tmax:
         raise DataError(f"no data for init times {inits[0]} .. {inits[-1]} UTC; the data cover {tmin} .. {tmax}")
+    if echo:
+        for note in edge_notes(inits, tmin, tmax, int(meta["history"]), int(meta["leads"]), offset):
+            echo(note)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     frames = []
@@ -143,6 +146,28 @@ def run_backtest(model: Any, meta: dict[str, Any], data_dir: str | Path, t_from:
     df = pd.concat(frames, ignore_index=True)
     df.to_csv(out, index=False, quoting=csv.QUOTE_MINIMAL, float_format="%.2f")
     return df
+
+
+def edge_notes(inits: np.ndarray, tmin: np.datetime64, tmax: np.datetime64, history: int, leads: int,
+               offset: str) -> list[str]:
+    """Warnings for inits whose history window starts before the data or whose horizon ends after them (those
+    hours are masked, as in training, never invented)."""
+    hour = np.timedelta64(1, "h")
+    notes = []
+    short = inits[inits - (history - 1) * hour < tmin]
+    if short.size:
+        notes.append(f"warning: {short.size} init(s) from {_local(short[0], offset)} have less than the model's "
+                     f"{history}-h history in the data (they start {_local(tmin, offset)}); those forecasts use "
+                     "the hours there are")
+    late = inits[inits + leads * hour > tmax]
+    if late.size:
+        notes.append(f"warning: {late.size} init(s) from {_local(late[0], offset)} reach past the data's last hour "
+                     f"({_local(tmax, offset)}); the weather after it is missing there (masked)")
+    return notes
+
+
+def _local(t: np.datetime64, offset: str) -> str:
+    return pd.Timestamp(t).tz_localize("UTC").tz_convert(_tz(offset)).isoformat(timespec="minutes")
 
 
 class _Verified:
