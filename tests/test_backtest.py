@@ -130,6 +130,26 @@ def test_evaluate_scorecard_train_and_held_out(tmp_path, tiny_store, model_meta)
     assert "train_stations.pm25.mae.mean" in rep["metrics"]
 
 
+def test_evaluate_rolls_the_band_from_the_forecasts_before_from_as_a_longer_run_would(tiny_store, model_meta):
+    from training.evaluate import earlier_at_stations, forecast_at_stations, init_times, rescale_bands, station_split
+
+    model, meta = model_meta
+    inputs, _ = station_split(tiny_store, meta, ["Delta"])
+    t0 = np.datetime64("2021-01-03T00:00", "ns")
+    inits = init_times(t0, t0 + np.timedelta64(18, "h"), 6)
+    before = earlier_at_stations(model, meta, tiny_store, inits[0], 6, 1, inputs)
+    assert before[0].size == 4  # (24 h + 5 leads - 1) // 6 h
+    longer = np.concatenate([before[0], inits])
+    pred_l, obs_l, names = forecast_at_stations(model, meta, tiny_store, longer, inputs)
+    verify = np.isin(names, inputs)
+    pred, obs, _ = forecast_at_stations(model, meta, tiny_store, inits, inputs)
+    rolled = rescale_bands(pred, obs, inits, verify, 1, before)
+    np.testing.assert_allclose(rolled, rescale_bands(pred_l, obs_l, longer, verify, 1)[4:], rtol=1e-5, atol=1e-4)
+    plain = rescale_bands(pred, obs, inits, verify, 1)
+    assert not np.allclose(rolled[0][..., verify], plain[0][..., verify])  # the first init is rolled too
+    np.testing.assert_array_equal(rolled[..., ~verify], pred[..., ~verify])  # held out: the model's band
+
+
 def test_new_data_directory_gets_the_models_inputs(tmp_path, monkeypatch) -> None:
     """A data directory with no emission file beside it and a different station set still gets the emission
     inputs the model was trained with: the side file comes from the model's store options and the emission

@@ -258,10 +258,11 @@ def evaluate_model(model: Any, meta: dict[str, Any], ds, t_from: str, t_to: str,
     pred, obs, names = forecast_at_stations(model, meta, ds, inits, inputs, batch_size, met_error, echo)
     band_notes = []
     if rolling_bands > 0:
-        pred = rescale_bands(pred, obs, inits, np.isin(names, inputs), rolling_bands)
+        before = earlier_at_stations(model, meta, ds, inits[0], every_h, rolling_bands, inputs, batch_size)
+        pred = rescale_bands(pred, obs, inits, np.isin(names, inputs), rolling_bands, before)
         band_notes = [(f"P10/P90 band at the input stations rescaled at each init from their forecasts verified in "
-                       f"the {rolling_bands:g} days before it (--rolling-bands, models/rolling_bands.py); "
-                       "held-out stations: the model's band")]
+                       f"the {rolling_bands:g} days before it, those issued before --from included "
+                       "(--rolling-bands, models/rolling_bands.py); held-out stations: the model's band")]
     n_l = pred.shape[1]
     ds_p = pad_time(ds, inits.min() - 24 * HOUR, inits.max() + n_l * HOUR)
     ss = StationSeries(ds_p["time"].values.astype("datetime64[ns]"), names,
@@ -329,15 +330,29 @@ def evaluate_model(model: Any, meta: dict[str, Any], ds, t_from: str, t_to: str,
             "inputs": inputs, "held_out": held, "summary": summ}
 
 
+def earlier_at_stations(model: Any, meta: dict[str, Any], ds, first: np.datetime64, every_h: int,
+                        window_days: float, inputs: list[str], batch_size: int = 16) -> tuple | None:
+    """(inits, pred, obs) at the stations for the inits before `first` on its cadence that reach into the rolled
+    window there and have a full history in `ds`; None when there are none."""
+    from models.rolling_bands import earlier_inits
+
+    e = earlier_inits(first, every_h, window_days, int(meta["leads"])).astype(first.dtype)
+    e = e[e >= ds["time"].values[0] + (int(meta["history"]) - 1) * HOUR]
+    return (e, *forecast_at_stations(model, meta, ds, e, inputs, batch_size)[:2]) if e.size else None
+
+
 def rescale_bands(pred: np.ndarray, obs: np.ndarray, inits: np.ndarray, verify: np.ndarray,
-                  window_days: float) -> np.ndarray:
+                  window_days: float, before: tuple | None = None) -> np.ndarray:
     """pred [N, L, 2, 3, S] with both gaps scaled per init and species by the trailing window's factor, fitted
-    on and applied to the stations where `verify` [S] is true (observations obs [N, L, 2, S] at each valid time);
-    the others (held out: no station reports there) keep the model's band."""
+    on and applied to the stations where `verify` [S] is true (observations obs [N, L, 2, S] at each valid time;
+    `before`: the (inits, pred, obs) issued before the first init); the others (held out: no station reports
+    there) keep the model's band."""
     from models.rolling_bands import apply_factors, band_factors, band_z
 
     z = band_z(np.moveaxis(pred[..., verify], 3, -1), obs[..., verify])
-    return apply_factors(pred, band_factors(inits, z, window_days=window_days), where=verify)
+    hist = (None, None) if before is None else (before[0], band_z(np.moveaxis(before[1][..., verify], 3, -1),
+                                                                  before[2][..., verify]))
+    return apply_factors(pred, band_factors(inits, z, *hist, window_days=window_days), where=verify)
 
 
 def _calibration_note(meta: dict[str, Any], t0: np.datetime64, t1: np.datetime64) -> list[str]:
