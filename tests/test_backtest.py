@@ -131,7 +131,13 @@ def test_evaluate_scorecard_train_and_held_out(tmp_path, tiny_store, model_meta)
 
 
 def test_evaluate_rolls_the_band_from_the_forecasts_before_from_as_a_longer_run_would(tiny_store, model_meta):
-    from training.evaluate import earlier_at_stations, forecast_at_stations, init_times, rescale_bands, station_split
+    from training.evaluate import (
+        earlier_at_stations,
+        forecast_at_stations,
+        init_times,
+        rescale_bands,
+        station_split,
+    )
 
     model, meta = model_meta
     inputs, _ = station_split(tiny_store, meta, ["Delta"])
