@@ -148,6 +148,12 @@ def demo(
             typer.secho(f"note: the store has no weather forecast past {result['init_time']}; the last day's "
                         f"weather was persisted over {result['weather_persisted_hours']} h of the horizon",
                         fg=typer.colors.YELLOW)
+        band = result.get("band") or {}
+        if band.get("rolled_window_days"):
+            k = ", ".join(f"{sp} x{v:.2f}" for sp, v in band["factor"].items())
+            typer.echo(f"P10/P90 at cells with a station: rescaled by what covered 80 % of the forecasts verified "
+                       f"there in the last {band['rolled_window_days']:g} days ({k}; {band['earlier_forecasts']} "
+                       "earlier forecasts); elsewhere the model's band")
         _forecast_map(url, out / "forecast_map.png")
         typer.secho(f"forecast map: {out / 'forecast_map.png'}", fg=typer.colors.GREEN)
     finally:
