@@ -55,6 +55,8 @@ class ModelConfig(BaseModel):
     # training-only heads for other pollutants' P50 (multi-task), e.g. [pm10, no2, co]; not in the forecast
     aux_targets: tuple[str, ...] = ()
     decoder_film: bool = False  # the weather at each lead scales the init-hour state's projection (1 + FiLM, 0 at init)
+    median_stop_grad: bool = False  # training only: P10/P90 = P50 (no gradient) -/+ gaps, so the tails' losses move
+    # the gaps and not the median (the P50 learns from its own pinball); inference and export unchanged
     # one decoder per species (grouped 1x1 convolutions, each `decoder_hidden` wide) on the shared encoder state:
     # the species stop sharing the decoder's features (the aux targets' extra sharing cost O3, M32)
     species_decoders: bool = False

@@ -41,7 +41,8 @@ class QuantileFrame(nn.Module):
 
     def quantiles(self, p50: torch.Tensor, g_lo: torch.Tensor, g_hi: torch.Tensor) -> torch.Tensor:
         """(p50, calibrated gaps) [B, L, 2, Y, X] -> quantiles [B, L, 2, 3, Y, X] in ug m-3."""
-        q = torch.stack([p50 - g_lo, p50, p50 + g_hi], dim=3)  # normalised log space
+        anchor = p50.detach() if self.training and self.cfg.median_stop_grad else p50  # `model.median_stop_grad`
+        q = torch.stack([anchor - g_lo, p50, anchor + g_hi], dim=3)  # normalised log space
         return F.relu(self.target_norm.denormalize(q, dim=2))
 
     def forward(self, obs: torch.Tensor, obs_mask: torch.Tensor, forcing: torch.Tensor,

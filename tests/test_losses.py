@@ -87,3 +87,33 @@ def test_station_weight_is_a_weighted_mean_over_stations():
     torch.testing.assert_close(masked_pinball(pred, target, mask, row, col, station_weight=w),
                                (3 * per[0] + per[1]) / 4)
     assert not torch.isclose(both, (3 * per[0] + per[1]) / 4)
+
+
+def test_median_stop_grad_keeps_the_tails_losses_off_the_median_in_training_only():
+    """With `model.median_stop_grad`, P10/P90 still equal P50 -/+ the gaps, but their gradient reaches only the
+    gaps while training; evaluation (and so the export) is the same function with the usual gradient."""
+    from models import build_model
+    from models.config import ModelConfig
+
+    stats = {v: {"mean": 0.0, "std": 1.0, "log1p": v.startswith(("obs_", "stn_"))} for v in
+             ("obs_pm25", "obs_o3", "stn_pm25", "stn_o3", "met_t2m")}
+    ch = {"obs": ["obs_pm25", "obs_o3"], "forcing": ["met_t2m"], "static": []}
+    shape = (2, 4, 2, 3, 3)
+    for flag in (False, True):
+        torch.manual_seed(0)
+        net = build_model(ModelConfig(hidden=4, decoder_hidden=4, history=4, leads=4, dilations=[1],
+                                      spread_sigmas=[1.0], median_stop_grad=flag), ch, stats)
+        p50, g_lo, g_hi = (torch.rand(shape, requires_grad=True) for _ in range(3))
+        for training in (True, False):
+            net.train(training)
+            q = net.quantiles(p50, g_lo, g_hi)
+            q[:, :, :, 0].sum().backward()  # the P10's loss alone
+            assert g_lo.grad.abs().sum() > 0
+            assert (p50.grad.abs().sum() == 0) == (flag and training)
+            p50.grad, g_lo.grad = None, None
+        net.train(True)
+        with torch.no_grad():
+            on = net.quantiles(p50, g_lo, g_hi)
+        net.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(net.quantiles(p50, g_lo, g_hi), on)
