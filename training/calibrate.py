@@ -169,27 +169,12 @@ def fit_hour_coef(r: dict[str, np.ndarray], scales: np.ndarray, sel: np.ndarray 
     valid hour still needs after the lead `scales` (24 hourly bins), least-squares on the 4-term Fourier
     basis with its mean removed (the lead scales keep the level). Zeros without `basis`; the factor is
     limited to [1/2, 2]."""
-    coef = np.zeros((2, 2, 4))
     if "basis" not in r:
-        return coef
-    keep = r["valid"] if sel is None else r["valid"] & sel[:, None, None, None]
+        return np.zeros((2, 2, 4))
     b = r["basis"]
     hour = np.round(np.arctan2(b[..., 0], b[..., 1]) * 24 / (2 * np.pi)).astype(int) % 24  # [N, L, S]
-    s = blended(r, scales)
     grid = np.stack([np.sin(a := 2 * np.pi * np.arange(24) / 24), np.cos(a), np.sin(2 * a), np.cos(2 * a)], -1)
-    for k in range(2):
-        for side, (key, q) in enumerate((("r_lo", 1 - quantiles[0]), ("r_hi", quantiles[-1]))):
-            x, m = r[key][:, :, k] / s[:, :, k, side], keep[:, :, k]
-            qh = np.array([np.quantile(x[m & (hour == h)], q) if (m & (hour == h)).sum() >= MIN_SAMPLES
-                           else np.nan for h in range(24)])
-            ok = np.isfinite(qh) & (qh > 0)
-            if ok.sum() < 8:
-                continue
-            lq = np.log(qh[ok])
-            coef[k, side] = np.linalg.lstsq(grid[ok], lq - lq.mean(), rcond=None)[0]
-    # keep |log factor| <= max_log at every hour
-    peak = np.abs(np.einsum("hf,ksf->hks", grid, coef)).max(0)
-    return coef * np.minimum(1.0, max_log / np.maximum(peak, 1e-9))[..., None]
+    return _fit_binned(r, scales, hour, grid, (0, 1), 8, sel, quantiles, max_log)
 
 
 def fit_season_coef(r: dict[str, np.ndarray], scales: np.ndarray, species: tuple[int, ...],
@@ -198,25 +183,34 @@ def fit_season_coef(r: dict[str, np.ndarray], scales: np.ndarray, species: tuple
     """Seasonal coefficients [2 species, side, 2] for the `species` indices: the log of the gap quantile each
     valid month (12 bins of the day of year) still needs after `scales`, least-squares on sin/cos of the
     day of year with its mean removed, limited to a factor in [1/2, 2]; zeros elsewhere or without `season`."""
-    coef = np.zeros((2, 2, 2))
     if "season" not in r or not species:
-        return coef
-    keep = r["valid"] if sel is None else r["valid"] & sel[:, None, None, None]
+        return np.zeros((2, 2, 2))
     sb = r["season"]
     month = (np.floor((np.arctan2(sb[..., 0], sb[..., 1]) / (2 * np.pi)) % 1.0 * 12).astype(int)) % 12  # [N, L, S]
-    s = blended(r, scales)
     grid = np.stack([np.sin(a := 2 * np.pi * (np.arange(12) + 0.5) / 12), np.cos(a)], -1)
+    return _fit_binned(r, scales, month, grid, tuple(species), 6, sel, quantiles, max_log)
+
+
+def _fit_binned(r: dict[str, np.ndarray], scales: np.ndarray, bins: np.ndarray, grid: np.ndarray,
+                species: tuple[int, ...], min_bins: int, sel: np.ndarray | None, quantiles: tuple[float, ...],
+                max_log: float) -> np.ndarray:
+    """Coefficients [2 species, side, F] on the basis `grid` [n_bins, F]: per species and side, the log of the
+    ratio quantile each bin (`bins` [N, L, S]) still needs after `scales`, mean removed, least squares; the
+    factor is then limited to exp(+-max_log) over the bins."""
+    coef = np.zeros((2, 2, grid.shape[1]))
+    keep = r["valid"] if sel is None else r["valid"] & sel[:, None, None, None]
+    s = blended(r, scales)
     for k in species:
         for side, (key, q) in enumerate((("r_lo", 1 - quantiles[0]), ("r_hi", quantiles[-1]))):
             x, m = r[key][:, :, k] / s[:, :, k, side], keep[:, :, k]
-            qm = np.array([np.quantile(x[m & (month == b)], q) if (m & (month == b)).sum() >= MIN_SAMPLES
-                           else np.nan for b in range(12)])
-            ok = np.isfinite(qm) & (qm > 0)
-            if ok.sum() < 6:
+            qb = np.array([np.quantile(x[m & (bins == b)], q) if (m & (bins == b)).sum() >= MIN_SAMPLES
+                           else np.nan for b in range(grid.shape[0])])
+            ok = np.isfinite(qb) & (qb > 0)
+            if ok.sum() < min_bins:
                 continue
-            lq = np.log(qm[ok])
+            lq = np.log(qb[ok])
             coef[k, side] = np.linalg.lstsq(grid[ok], lq - lq.mean(), rcond=None)[0]
-    peak = np.abs(np.einsum("mf,ksf->mks", grid, coef)).max(0)
+    peak = np.abs(np.einsum("hf,ksf->hks", grid, coef)).max(0)
     return coef * np.minimum(1.0, max_log / np.maximum(peak, 1e-9))[..., None]
 
 
