@@ -27,12 +27,15 @@ def band_z(pred: np.ndarray, obs: np.ndarray) -> np.ndarray:
     return np.abs(ly - lp[..., 1]) / np.maximum(gap, 1e-6)
 
 
-def earlier_inits(t: np.datetime64, every_h: int, window_days: float, leads: int) -> np.ndarray:
+def earlier_inits(t: np.datetime64, every_h: int, window_days: float, leads: int,
+                  not_before: np.datetime64 | None = None) -> np.ndarray:
     """The inits before t on t's cadence (every `every_h` hours) with a forecast valid inside the trailing window
-    at t, (t - window, t]: what `band_factors` at t can use, oldest first (datetime64[h])."""
+    at t, (t - window, t]: what `band_factors` at t can use, oldest first (datetime64[h]); with `not_before`
+    (e.g. the first init the data hold a full history for) only those from then on."""
     t = np.datetime64(t, "h")
     n = (round(window_days * 24) + leads - 1) // every_h
-    return t - np.arange(n, 0, -1) * every_h * HOUR
+    out = t - np.arange(n, 0, -1) * every_h * HOUR
+    return out if not_before is None else out[out >= np.datetime64(not_before, "h")]
 
 
 def band_factors(inits: np.ndarray, z: np.ndarray, history_inits: np.ndarray | None = None,

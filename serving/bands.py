@@ -54,7 +54,7 @@ class RolledBands:
                 issue: Callable[[np.datetime64], tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, dict[str, Any]]:
         """(k [species], info) for `init`: earlier forecasts made with `issue` where not remembered yet."""
         t = np.datetime64(init, "h")
-        past = [p for p in earlier_inits(t, EVERY_H, self.window_days, self.leads) if p >= np.datetime64(earliest, "h")]
+        past = list(earlier_inits(t, EVERY_H, self.window_days, self.leads, earliest))
         with self._lock:
             todo = [p for p in past if p not in self._issued]
         t0 = time.perf_counter()

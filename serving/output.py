@@ -108,7 +108,8 @@ def to_netcdf(fc: Forecaster, cube: np.ndarray, init: np.datetime64, rows: np.nd
     ds = xr.Dataset(data, coords=coords, attrs={
         "Conventions": "CF-1.8", "title": "aqcast PM2.5/O3 quantile forecast", "institution": "aqcast",
         "model_version": fc.label, "init_time": iso(init), "grid": fc.grid.to_json(),
-        "source": f"aqcast ONNX model {fc.label}", "band": json.dumps(fc.band_info.get(init)), "history": f"created by aqcast serving for init {iso(init)}"})
+        "source": f"aqcast ONNX model {fc.label}", "band": json.dumps(fc.band_info.get(init)),
+        "history": f"created by aqcast serving for init {iso(init)}"})
     for v in ("time", "forecast_reference_time"):
         ds[v].encoding = {"units": "hours since 1970-01-01 00:00:00", "calendar": "standard", "dtype": "int64"}
     raw = ds.to_netcdf(engine="h5netcdf")

@@ -185,8 +185,7 @@ class _Verified:
         from models.rolling_bands import earlier_inits
 
         earliest = ds["time"].values[0] + (int(meta["history"]) - 1) * np.timedelta64(1, "h")
-        warm = earlier_inits(first, every_h, self.window_days, int(meta["leads"])).astype(first.dtype)
-        warm = warm[warm >= earliest]
+        warm = earlier_inits(first, every_h, self.window_days, int(meta["leads"]), earliest).astype(first.dtype)
         for c0 in range(0, warm.size, chunk):
             part = warm[c0:c0 + chunk]
             sampler, _ = make_sampler(ds, part, meta, model)

@@ -336,8 +336,8 @@ def earlier_at_stations(model: Any, meta: dict[str, Any], ds, first: np.datetime
     window there and have a full history in `ds`; None when there are none."""
     from models.rolling_bands import earlier_inits
 
-    e = earlier_inits(first, every_h, window_days, int(meta["leads"])).astype(first.dtype)
-    e = e[e >= ds["time"].values[0] + (int(meta["history"]) - 1) * HOUR]
+    e = earlier_inits(first, every_h, window_days, int(meta["leads"]),
+                      ds["time"].values[0] + (int(meta["history"]) - 1) * HOUR).astype(first.dtype)
     return (e, *forecast_at_stations(model, meta, ds, e, inputs, batch_size)[:2]) if e.size else None
 
 
