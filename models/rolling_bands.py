@@ -38,6 +38,14 @@ def earlier_inits(t: np.datetime64, every_h: int, window_days: float, leads: int
     return out if not_before is None else out[out >= np.datetime64(not_before, "h")]
 
 
+def in_window(inits: np.ndarray, leads: int, t: np.datetime64, window_days: float) -> np.ndarray:
+    """[M, L]: which leads of the forecasts issued at `inits` are valid inside the trailing window (t - window, t]
+    (lead l valid at init + l + 1 h): those verified by t that the factor at t uses."""
+    valid = inits.astype("datetime64[h]")[:, None] + (np.arange(leads) + 1) * HOUR
+    t = np.datetime64(t, "h")
+    return (valid <= t) & (valid > t - np.timedelta64(round(window_days * 24), "h"))
+
+
 def band_factors(inits: np.ndarray, z: np.ndarray, history_inits: np.ndarray | None = None,
                  history_z: np.ndarray | None = None, window_days: float = 30.0, target: float = 0.8,
                  prior_n: int = 2000, bounds: tuple[float, float] = (0.5, 2.0)) -> np.ndarray:
@@ -49,11 +57,9 @@ def band_factors(inits: np.ndarray, z: np.ndarray, history_inits: np.ndarray | N
     else:
         all_t, all_z = inits, z
     n_l, n_sp = z.shape[1], z.shape[2]
-    valid = all_t.astype("datetime64[h]")[:, None] + (np.arange(n_l) + 1) * HOUR  # [M, L]
-    window = np.timedelta64(round(window_days * 24), "h")
     out = np.ones((inits.size, n_sp))
     for i, t in enumerate(inits.astype("datetime64[h]")):
-        sel = (valid <= t) & (valid > t - window)  # [M, L]
+        sel = in_window(all_t, n_l, t, window_days)  # [M, L]
         if not sel.any():
             continue
         zs = all_z[sel]  # [n, species, S]

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from models.rolling_bands import apply_factors, band_factors, band_z, earlier_inits
+from models.rolling_bands import apply_factors, band_factors, band_z, earlier_inits, in_window
 
 log = logging.getLogger("aqcast.serving")
 EVERY_H = 24  # the earlier forecasts are those issued at the same hour of the day (the contract's cadence)
@@ -71,9 +71,7 @@ class RolledBands:
         hist_t = np.array([p for p, _ in got], "datetime64[h]")
         now = np.full((1,) + z.shape[1:], np.nan)  # t's own forecast: nothing verified yet
         k = band_factors(np.array([t]), now, hist_t, z, window_days=self.window_days)[0]
-        valid = hist_t[:, None] + (np.arange(self.leads) + 1) * np.timedelta64(1, "h")
-        inside = (valid <= t) & (valid > t - np.timedelta64(round(self.window_days * 24), "h"))
-        n = np.isfinite(z[inside]).sum(axis=(0, 2))  # [sp]
+        n = np.isfinite(z[in_window(hist_t, self.leads, t, self.window_days)]).sum(axis=(0, 2))  # [sp]
         return k, self._info(k, n, len(got))
 
     def _info(self, k: np.ndarray, n: np.ndarray, issued: int) -> dict[str, Any]:
