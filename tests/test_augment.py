@@ -1,5 +1,6 @@
-"""Mirror augmentation (`optim.mirror_prob`, training.augment): the grid flips, the wind turns with it, the
-stations move with their cells, and a training step runs on the mirrored batch."""
+"""Training augmentation (training.augment): mirrored grids (`optim.mirror_prob`: the grid flips, the wind turns
+with it, the stations move with their cells, and a training step runs on the mirrored batch) and noisy
+observations (`optim.obs_noise`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,7 @@ import pytest
 import torch
 from conftest import tiny_module
 
-from training.augment import mirror_batch, random_mirror, wind_channels
+from training.augment import mirror_batch, noisy_obs, random_mirror, wind_channels
 from training.module import at_stations
 
 FORCING = ["met_t2m", "met_u10", "met_v10", "met_ws"]
@@ -93,3 +94,40 @@ def test_training_steps_see_the_mirrored_batch(tiny_store_path: Path):
     assert all(torch.isfinite(p.grad).all() for p in mod.parameters() if p.grad is not None)
     with pytest.raises(ValueError, match="mirror_prob"):
         TrainConfig.model_validate({**mod.cfg.model_dump(), "optim": {**mod.cfg.optim.model_dump(), "mirror_prob": 0.7}})
+
+
+def test_observation_noise_is_multiplicative_per_value_and_leaves_the_rest():
+    b = _batch(b=64, ny=8, nx=8)
+    b["obs"][:, :, :, 0, 0] = 0.0  # an unobserved cell
+    torch.manual_seed(0)
+    n = noisy_obs(b, 0.1)
+    assert torch.equal(n["obs"][:, :, :, 0, 0], b["obs"][:, :, :, 0, 0])
+    for k in b:
+        if k != "obs":
+            assert n[k] is b[k], k
+    log_ratio = torch.log(n["obs"][..., 1:, 1:] / b["obs"][..., 1:, 1:])
+    assert abs(float(log_ratio.std()) - 0.1) < 0.01 and abs(float(log_ratio.mean())) < 0.01
+    hours = log_ratio[:, :-1].flatten(), log_ratio[:, 1:].flatten()  # consecutive hours: independent draws
+    assert abs(float(torch.corrcoef(torch.stack(hours))[0, 1])) < 0.05
+    torch.manual_seed(3)
+    assert noisy_obs(b, 0.0) is b
+    after = torch.rand(1)
+    torch.manual_seed(3)
+    assert torch.equal(torch.rand(1), after)
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+def test_training_steps_see_the_noisy_batch_and_validation_does_not(tiny_store_path: Path):
+    mod, dm = tiny_module(tiny_store_path, "optim.obs_noise=0.2")
+    batch = next(iter(dm.train_dataloader()))
+    torch.manual_seed(5)
+    with torch.no_grad():
+        loss = mod.training_step(batch, 0)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        noisy = mod.member_losses(noisy_obs(batch, 0.2)).sum()
+        plain = mod.member_losses(batch).sum()
+    torch.testing.assert_close(loss, noisy)
+    assert not torch.isclose(loss, plain)
+    q1, q2 = mod.station_quantiles(batch), mod.station_quantiles(batch)
+    assert torch.equal(q1, q2)  # inference draws no noise

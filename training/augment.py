@@ -1,10 +1,16 @@
-"""Mirror augmentation of training batches (`optim.mirror_prob`).
+"""Augmentation of training batches: mirrored grids (`optim.mirror_prob`) and noisy observations
+(`optim.obs_noise`).
 
 A batch's grid is flipped west-east and/or north-south, each with probability `mirror_prob`, and the wind
 components are negated to match (u with a west-east flip, v with a north-south one), so that the wind still
 blows from the same upwind cells and the station cells move with the grid. The network sees its stations in
 mirrored worlds with the same physics and another geography, instead of memorising the one layout it trains
 on. Terrain, emissions and every other field flip with the grid; station-indexed targets do not move.
+
+Observation noise multiplies every observed input value of the history by exp(sigma * N(0, 1)), drawn per value
+(a station's hour), so the network cannot read the forecast off one exact reading: it has to weigh the hours and
+the neighbours, as it must where a cell has no station. Targets and masks are untouched; unobserved values are 0
+and stay 0.
 """
 from __future__ import annotations
 
@@ -58,3 +64,13 @@ def random_mirror(batch: dict[str, torch.Tensor], prob: float, u_idx: Sequence[i
         return batch
     flip_y, flip_x = (torch.rand(2) < prob).tolist()
     return mirror_batch(batch, flip_y, flip_x, u_idx, v_idx)
+
+
+def noisy_obs(batch: dict[str, torch.Tensor], sigma: float) -> dict[str, torch.Tensor]:
+    """A copy of `batch` whose `obs` is multiplied by exp(`sigma` N(0, 1)) per value (torch's global generator,
+    which the training seed sets); `sigma` 0 draws nothing and returns the batch itself."""
+    if sigma <= 0:
+        return batch
+    out = dict(batch)
+    out["obs"] = batch["obs"] * torch.exp(sigma * torch.randn_like(batch["obs"]))
+    return out

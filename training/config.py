@@ -168,6 +168,9 @@ class OptimConfig(_Strict):
     mirror_prob: float = Field(0.0, ge=0, le=0.5, description="training: flip each batch's grid west-east and "
                                "north-south, each with this probability, the wind components negated to match "
                                "(training.augment; 0.5 = the four mirrored worlds equally often)")
+    obs_noise: float = Field(0.0, ge=0, le=1.0, description="training: multiply every observed input value of the "
+                             "history by exp(obs_noise N(0, 1)), drawn per value (training.augment.noisy_obs); "
+                             "0 = off")
     dropped_weight: float = Field(1.0, ge=1.0, description="training loss weight of the stations withheld from a "
                                   "sample's inputs by the station drop-out (data.drop_prob), against 1 for the "
                                   "others: how much the case of a cell with no station counts")

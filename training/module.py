@@ -253,6 +253,10 @@ class AQModule(L.LightningModule):
             from training.augment import random_mirror, wind_channels
 
             batch = random_mirror(batch, self.cfg.optim.mirror_prob, *wind_channels(self.channels["forcing"]))
+        if self.cfg.optim.obs_noise > 0:
+            from training.augment import noisy_obs
+
+            batch = noisy_obs(batch, self.cfg.optim.obs_noise)
         losses = self.member_losses(batch)
         self.log("train_loss", losses.mean(), prog_bar=True, batch_size=batch["target"].shape[0])
         return losses.sum()
