@@ -131,3 +131,7 @@ def test_training_steps_see_the_noisy_batch_and_validation_does_not(tiny_store_p
     assert not torch.isclose(loss, plain)
     q1, q2 = mod.station_quantiles(batch), mod.station_quantiles(batch)
     assert torch.equal(q1, q2)  # inference draws no noise
+    from training.config import TrainConfig
+
+    with pytest.raises(ValueError, match="obs_noise"):
+        TrainConfig.model_validate({**mod.cfg.model_dump(), "optim": {**mod.cfg.optim.model_dump(), "obs_noise": 1.5}})
