@@ -1,5 +1,6 @@
 """docs/scorecard/calib_schemes.py and blend_diagnostic.py: the drop schemes and the mixes they score."""
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import load_script
 
@@ -174,3 +175,47 @@ def test_season_band_scores_by_the_month_of_the_valid_time_at_the_stations_asked
     cov = sb.by_month(hit, r, np.array([True, True, False]))
     assert cov[0, 1] == 0.5 and cov[0, 0] == 0.0 and cov[6, 1] == 0.0 and np.isnan(cov[3]).all()
     assert not sb.only(r, np.array([False, True, False]))["valid"][..., [0, 2]].any()
+
+
+def test_issue_hours_reads_the_scorecards_summary_and_bias_and_means_over_models(tmp_path, capsys):
+    """Scorecards written by `training.scorecard.markdown` are read back: MAE of deep and trees at 24/48/72 h,
+    the margin from their means, the held-out MAE, and each model's P50 bias at 24 h; no evaluation is run
+    when the scorecards are there."""
+    from training.scorecard import markdown
+
+    def card(version: int, hour: int) -> str:
+        deep, bias = 20.0 + version + hour / 6, -float(version * 10 + hour // 6)
+        lead = np.arange(1, 73, dtype=float)[:, None] * np.ones((1, 2))
+        sc = {k: lead.copy() for k in ("rmse", "corr", "coverage_p10_p90", "aqi_class_accuracy")}
+        sc |= {"n": np.full((72, 2), 100.0), "mae": np.full((72, 2), deep), "bias": np.full((72, 2), bias)}
+        summ = {"train_stations": {"deep": np.full((72, 2), deep), "gbt": np.full((72, 2), 40.0),
+                                   "n": np.full((72, 2), 100.0)},
+                "held_out_stations": {"deep": np.full((72, 2), deep + 1), "n": np.full((72, 2), 50.0)}}
+        held = {k: v.copy() for k, v in sc.items()} | {"bias": np.full((72, 2), 99.0)}
+        return markdown({"train_stations": sc, "held_out_stations": held}, "t", [], summ)
+
+    for v in (1, 2):
+        for h in (0, 12):
+            (tmp_path / f"ih-{v}-{h:02d}.md").write_text(card(v, h))
+    ih = load_script("issue_hours")
+    assert ih.bias_24h(tmp_path / "ih-2-12.md") == {"pm25": -22.0, "o3": -22.0}  # not the held-out table's 99
+    ih.main(["--models", "1,2", "--store", "unused", "--out", str(tmp_path), "--hours", "0,12"])
+    lines = capsys.readouterr().out.splitlines()
+    assert "| 12:00 | 23.50 / 23.50 / 23.50 | 40.00 / 40.00 / 40.00 | 41.2 / 41.2 / 41.2 | 24.50 / 24.50 / 24.50 |" \
+        in lines
+    assert "| o3 | -10.0 / -20.0 | -12.0 / -22.0 |" in lines
+
+
+def test_met_phase_finds_a_weather_column_that_runs_an_hour_late_from_some_month_on():
+    """Two years of a sun-shaped temperature day; from the 14th month on it runs one hour late: the shift is +1
+    there and 0 before, and the ozone control, never shifted, stays 0."""
+    mp = load_script("met_phase")
+    t = pd.date_range("2013-03-01", "2015-02-28 23:00", freq="h")
+    lag = (t >= "2014-05-01").astype(int)
+    def day(h):
+        return np.cos(2 * np.pi * (h - 15) / 24) + 0.3 * np.cos(4 * np.pi * (h - 15) / 24)
+    df = pd.DataFrame({"year": t.year, "month": t.month, "hour": t.hour, "TEMP": 10 + 8 * day(t.hour - lag),
+                       "O3": 60 + 40 * day(t.hour)})
+    s = mp.best_shifts(df, "TEMP")
+    assert (s.loc[(2013, 3):(2014, 4)] == 0).all() and (s.loc[(2014, 5):] == 1).all()
+    assert (mp.best_shifts(df, "O3") == 0).all()
