@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SPECIES = ("pm25", "o3")
+from training.scorecard import SPECIES
 
 
 def summary(path: Path) -> dict[tuple[str, str], dict[str, list[float]]]:
