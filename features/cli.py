@@ -42,12 +42,16 @@ def build(
     elevation: Annotated[Path | None, typer.Option("--elevation", help="elevation .npy (0.05° grid)")] = None,
     emission_totals: Annotated[Path | None, typer.Option("--emission-totals",
                                                          help="MEIC sector totals csv")] = None,
+    weather_clock: Annotated[str, typer.Option(
+        "--weather-clock", help="auto: realign station weather months that run whole hours off the first "
+        "year's clock; off: keep them as recorded (both report them)")] = "auto",
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Build the feature store from a data directory."""
     import sys
     import time
 
+    from features.clock import summary
     from features.grid import Grid
     from features.store import build_store
 
@@ -62,6 +66,7 @@ def build(
     t0 = time.perf_counter()
     ds = build_store(data, out, res_km=res_km, grid=g, train_period=train_to, elevation=elevation,
                      emission_totals=emission_totals, progress=progress, margin_km=margin_km,
+                     weather_clock=weather_clock,
                      command="aqcast " + " ".join(sys.argv[1:]) if sys.argv else None)
     elapsed = time.perf_counter() - t0
     meta = {k: json.loads(ds.attrs[k]) for k in ("grid", "train_period", "missing", "roles")}
@@ -78,6 +83,7 @@ def build(
     for r, vs in roles.items():
         typer.echo(f"  {r:<9} {len(vs)}: {', '.join(vs)}")
     typer.echo(f"  missing   {', '.join(meta['missing']) or '-'}")
+    typer.echo(f"  {summary(json.loads(ds.attrs['weather_clock']))}")
 
 
 def _t(t: Any) -> str:
@@ -120,6 +126,10 @@ def info(store: Annotated[Path, typer.Argument(help="feature store (zarr directo
     reasons = json.loads(ds.attrs.get("missing_reasons", "{}"))
     missing = meta.get("missing", [])
     con.print("missing channels: " + (", ".join(f"{m} ({reasons.get(m, 'absent')})" for m in missing) or "-"))
+    if "weather_clock" in meta:
+        from features.clock import summary
+
+        con.print(summary(meta["weather_clock"]))
     qs = meta.get("qc_summary", {})
     flags = ["STUCK", "SPIKE", "NEGATIVE", "IMPOSSIBLE", "LONG_GAP"]
     q = Table(title="data-quality flags raised per station (values, all variables)")

@@ -29,9 +29,10 @@ SAT_VARS: tuple[str, ...] = ("aod", "no2col")
 ROLES = ("target", "observed", "forcing", "static", "truth", "qc", "mask")
 REQUIRED_ATTRS = ("grid", "roles", "norm_stats", "train_period", "provenance")
 JSON_ATTRS = ("grid", "roles", "norm_stats", "train_period", "provenance", "qc_summary", "missing",
-              "qc_summary_by_variable", "coverage", "missing_reasons")
+              "qc_summary_by_variable", "coverage", "missing_reasons", "weather_clock")
 TIME_CHUNK = 24 * 30
-STORE_VERSION = "2"  # 2: log1p statistics for every never-negative variable (models.config log_forcings)
+STORE_VERSION = "3"  # 2: log1p statistics for every never-negative variable (models.config log_forcings);
+                     # 3: station weather realigned to the first year's clock (features.clock, attrs weather_clock)
 DEFAULT_HOLDOUT_DAYS = 365
 
 
@@ -215,7 +216,8 @@ def build_store(data_dir: str | Path, out: str | Path | None, res_km: float = 3.
                 train_period: Any = None, elevation: str | Path | None = None,
                 emission_totals: str | Path | None = None, progress: bool = True, margin_km: float = 15.0,
                 command: str | None = None,
-                emission_proxy_points: tuple[list[float], list[float]] | None = None) -> xr.Dataset:
+                emission_proxy_points: tuple[list[float], list[float]] | None = None,
+                weather_clock: str = "auto") -> xr.Dataset:
     """Read `data_dir`, put everything on the grid and write the store to `out` (skip writing if None).
 
     Optional inputs (meteorology.nc, satellite.nc, emissions.nc or emission totals, static.nc or the elevation
@@ -223,7 +225,8 @@ def build_store(data_dir: str | Path, out: str | Path | None, res_km: float = 3.
     stations by IDW. `train_period`: None (default: all but the final 365 days), an end time, or (start, end).
     `emission_proxy_points` (lons, lats): the points whose density spreads national emission totals over the
     grid (default: this directory's stations; a model's inputs pin its training stations, so a new station
-    set does not move the emissions).
+    set does not move the emissions). `weather_clock`: 'auto' realigns station weather months that run whole
+    hours off the first year's clock, 'off' only reports them (`features.clock`; attrs `weather_clock`).
     """
     from features import store_build
 
@@ -235,7 +238,7 @@ def build_store(data_dir: str | Path, out: str | Path | None, res_km: float = 3.
     try:
         ctx = store_build.Context(data_dir=data_dir, res_km=res_km, grid=grid, margin_km=margin_km,
                                   elevation=elevation, emission_totals=emission_totals,
-                                  emission_proxy_points=emission_proxy_points)
+                                  emission_proxy_points=emission_proxy_points, weather_clock=weather_clock)
         for name, fn in steps:
             bar(name)
             fn(ctx)
@@ -252,7 +255,7 @@ def build_store(data_dir: str | Path, out: str | Path | None, res_km: float = 3.
             f"default: all but the final {DEFAULT_HOLDOUT_DAYS} days (first 70 % if the record is short)",
             "coverage": json.dumps(coverage(ds)),
             "missing": json.dumps(sorted(ctx.missing)), "missing_reasons": json.dumps(ctx.missing),
-            "qc_summary": json.dumps(ctx.qc_summary),
+            "qc_summary": json.dumps(ctx.qc_summary), "weather_clock": json.dumps(ctx.clock_report),
             "qc_summary_by_variable": json.dumps(ctx.qc_by_var),
             "provenance": json.dumps({
                 "sources": ctx.sources, "code_version": code_version(),

@@ -44,6 +44,8 @@ class Context:
     elevation: str | Path | None = None
     emission_totals: str | Path | None = None
     emission_proxy_points: tuple[list[float], list[float]] | None = None  # (lons, lats); None: the stations
+    weather_clock: str = "auto"  # features.clock: 'auto' realigns months whose weather runs whole hours off
+    clock_report: dict = field(default_factory=dict)
     ds: xr.Dataset = field(default_factory=xr.Dataset)
     st: xr.Dataset | None = None
     flags: xr.Dataset | None = None
@@ -76,11 +78,17 @@ def _reader(module: str, name: str) -> Callable | None:
 
 # ---- steps -----------------------------------------------------------------------------------------------
 def step_stations(ctx: Context) -> None:
+    import logging
+
+    from features.clock import correct_weather_clock, summary
     from features.readers.stations import read_stations
 
     st = read_stations(ctx.data_dir)
-    ctx.st = st
     ctx.utc_offset = str(st.attrs.get("source_utc_offset", "+08:00"))
+    st, ctx.clock_report = correct_weather_clock(st, ctx.utc_offset, ctx.weather_clock)
+    if ctx.clock_report["shifts_h"] or ctx.clock_report["undetermined"]:
+        logging.getLogger("aqcast.features").warning(summary(ctx.clock_report))
+    ctx.st = st
     ctx.sources += json.loads(st.attrs.get("sources", "[]"))
     flag = _reader("features.qc", "flag")
     ctx.flags = flag(st) if flag is not None else None

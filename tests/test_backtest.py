@@ -187,6 +187,13 @@ def test_new_data_directory_gets_the_models_inputs(tmp_path, monkeypatch) -> Non
     unpinned = build_store(new_dir, None, grid=Grid.from_json(ref.attrs["grid"]), emission_totals=totals,
                            progress=False)
     assert not np.allclose(unpinned["emis_nox"].values, ref["emis_nox"].values)  # the new stations move it
+    from training.config import BuildOptions
+    from training.train import _store_options
+
+    assert _store_options(BuildOptions(), ref)["weather_clock"] == "auto"  # the training store's clock rule
+    assert json.loads(ds.attrs["weather_clock"])["mode"] == "auto"
+    meta["store_options"]["weather_clock"] = "off"  # travels to the rebuilt inputs
+    assert json.loads(build_store_for(new_dir, meta).attrs["weather_clock"])["mode"] == "off"
     meta["store_options"]["emission_totals"] = str(tmp_path / "gone" / totals.name)
     assert "emis_nox" not in build_store_for(new_dir, meta)  # nothing to find: missing, said in attrs
 

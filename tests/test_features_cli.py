@@ -18,12 +18,13 @@ def test_build_and_info(tiny_raw_dir, tmp_path) -> None:
                             "--train-to", "2021-01-20T00:00+08:00", "--no-progress"])
     assert r.exit_code == 0, r.output
     assert "wrote" in r.output and "missing" in r.output and "target" in r.output
+    assert "weather clock: on time" in r.output
     ds = open_store(out)
     assert json.loads(ds.attrs["train_period"])[1] == "2021-01-19T16:00:00+00:00"
     r = runner.invoke(app, ["info", str(out)])
     assert r.exit_code == 0, r.output
     for word in ("stn_pm25", "target", "coverage", "STUCK", "LONG_GAP", "Alpha", "provenance", "sat_aod",
-                 "training period"):
+                 "training period", "weather clock"):
         assert word in r.output, word
 
 
@@ -47,3 +48,7 @@ def test_errors_exit_2(tmp_path, tiny_raw_dir) -> None:
     r = runner.invoke(app, ["build", "--data", str(tiny_raw_dir), "--out", str(tmp_path / "y.zarr"),
                             "--grid", str(tmp_path / "far.json"), "--no-progress"])
     assert r.exit_code == 2 and "outside the grid" in r.output
+    r = runner.invoke(app, ["build", "--data", str(tiny_raw_dir), "--out", str(tmp_path / "z.zarr"),
+                            "--weather-clock", "sometimes", "--no-progress"])
+    assert r.exit_code == 2 and "weather_clock must be 'auto' or 'off'" in r.output
+    assert not (tmp_path / "z.zarr").exists()

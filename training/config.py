@@ -55,6 +55,9 @@ class BuildOptions(_Strict):
     margin_km: float = Field(15.0, ge=0)
     elevation: str | None = None
     emission_totals: str | None = None
+    weather_clock: Literal["auto", "off"] = Field(
+        "auto", description="auto: realign station weather months that run whole hours off the first year's "
+        "clock (features.clock); off: keep them as recorded")
 
 
 class DataConfig(_Strict):

@@ -80,7 +80,7 @@ def resolve_store(cfg: TrainConfig, store: str | None, data: str | None, echo: C
     out.parent.mkdir(parents=True, exist_ok=True)
     echo(f"building feature store {out} from {d}")
     build_store(d, tmp, res_km=b.res_km, margin_km=b.margin_km, elevation=b.elevation,
-                emission_totals=b.emission_totals, train_period=cfg.data.train_period,
+                emission_totals=b.emission_totals, train_period=cfg.data.train_period, weather_clock=b.weather_clock,
                 command=f"aqcast train --data {d}")
     os.replace(tmp, out)
     return out
@@ -306,7 +306,8 @@ def _log_setup(cfg: TrainConfig, dm: Any, store_path: Path, run_dir: Path, preci
     mlflow.set_tags({"code_version": tracking.code_version(), "store": str(store_path), "config": cfg.name,
                      "run_dir": str(run_dir), "precision": precision})
     attrs = {k: dm.ds.attrs.get(k) for k in ("grid", "train_period", "provenance", "missing", "missing_reasons",
-                                             "qc_summary", "coverage", "store_version")}
+                                             "qc_summary", "coverage", "store_version",
+                                             "weather_clock")}
     mlflow.log_dict({k: _maybe_json(v) for k, v in attrs.items() if v is not None}, "store_attrs.json")
     mlflow.log_dict(cfg.model_dump(mode="json"), "config.json")
 
@@ -357,12 +358,12 @@ def _log_final(cfg: TrainConfig, dm: Any, module: Any, metrics: dict[str, float]
 
 
 def _store_options(b: Any, ds: Any) -> dict[str, Any]:
-    """How evaluate/backtest must rebuild inputs on new data to match training: the side files this store
-    was built from (emission totals, elevation) and the points that spread the emission totals (the training
-    stations), so a new station set or directory layout does not change the emission or terrain inputs."""
+    """How evaluate/backtest rebuild inputs on new data as for training: side files (emission totals, elevation),
+    the points spreading the emission totals (training stations), the weather-clock rule."""
     from features.store_build import SIDE_FILES
 
-    opts: dict[str, Any] = {"margin_km": b.margin_km}
+    clock = (_maybe_json(ds.attrs.get("weather_clock")) or {}).get("mode", "off")  # older stores: as recorded
+    opts: dict[str, Any] = {"margin_km": b.margin_km, "weather_clock": clock}
     srcs = (_maybe_json(ds.attrs.get("provenance")) or {}).get("sources", [])
     used = [str(x["path"]) for x in srcs if isinstance(x, dict) and "path" in x]
     for key, (_, name) in SIDE_FILES.items():

@@ -6,7 +6,8 @@ For each weather column (TEMP, PRES, DEWP, WSPM) and each month of the station C
 all stations is compared with the same calendar month of the first twelve months, and the shift k (hours,
 -4..4) that best correlates them is printed: +1 means the month's cycle runs one hour later. Ozone is printed
 beside them as the pollutant control (its day is set by the sun). Then T(12:00) - T(18:00) in local time by
-month, and per station and year: a later-running temperature day turns it negative. A diagnostic of the data, not of a model.
+month, and per station and year: a later-running temperature day turns it negative. A diagnostic of the data, not of a model;
+the feature store's own check and realignment is `features/clock.py` (decision M50; `aqcast features info` shows it).
 """
 from __future__ import annotations
 
