@@ -14,7 +14,6 @@ late (lags 0.76-1.72 h); the 20 months before are on time (|lag| <= 0.55 h).
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,7 @@ import pandas as pd
 import xarray as xr
 
 from features.errors import DataError
+from features.units import parse_utc_offset
 
 WEATHER_VARS: tuple[str, ...] = ("t2m", "d2m", "sp", "tp", "ws", "u10", "v10", "rh")  # share the logger's clock
 PHASE_VARS: dict[str, int] = {"t2m": 1, "sp": 2}  # variable -> harmonic (per day) whose phase the sun sets
@@ -31,9 +31,7 @@ MAX_SHIFT_H = 3
 
 
 def _local(times: np.ndarray, utc_offset: str) -> pd.DatetimeIndex:
-    sign = -1 if utc_offset.startswith("-") else 1
-    hh, mm = utc_offset.lstrip("+-").split(":")
-    return pd.DatetimeIndex(times) + sign * pd.Timedelta(hours=int(hh), minutes=int(mm))
+    return pd.DatetimeIndex(times) + parse_utc_offset(utc_offset)
 
 
 def monthly_cycles(values: np.ndarray, local: pd.DatetimeIndex) -> pd.DataFrame:
@@ -148,7 +146,3 @@ def summary(report: dict[str, Any]) -> str:
     if report.get("undetermined"):
         text += f"; undetermined: {', '.join(report['undetermined'])}"
     return text
-
-
-def report_json(report: dict[str, Any]) -> str:
-    return json.dumps(report, sort_keys=True)
