@@ -38,6 +38,8 @@ def train(
                          if f"val_mae_heldout_{sp}_h{h}" in m)
         typer.echo(f"val MAE {sp}: {row}" + (f"   held-out: {held}" if held else "")
                    + f"   P10-P90 coverage {100 * m.get(f'val_coverage_{sp}', float('nan')):.0f} %")
+    if res.get("schedule") and not res.get("warnings"):
+        typer.echo(f"schedule: {res['schedule']}")
     for w in res.get("warnings", []):  # said during training too, where Lightning's output can bury it
         typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
     typer.echo(res["uri"])

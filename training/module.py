@@ -8,8 +8,6 @@ entries for a skill reference.
 from __future__ import annotations
 
 import logging
-import math
-import time
 from typing import Any
 
 import lightning as L
@@ -19,6 +17,7 @@ import torch
 from training.config import TrainConfig
 from training.precision import resolve as resolve_precision
 from training.precision import step_context
+from training.schedule import CosineBudget, lr_factor
 
 INPUTS = ("obs", "obs_mask", "forcing", "forcing_mask", "static")
 SPECIES = ("pm25", "o3")
@@ -77,23 +76,6 @@ def check_station_forward(net: Any, batch: dict[str, torch.Tensor], atol: float 
         return float("inf")
 
 
-def lr_factor(step: int, warm: int, total: int, schedule: str = "cosine") -> float:
-    """Learning-rate multiplier at `step`: linear warm-up over `warm` steps, then (cosine) down to 0.05 at
-    `total` steps and flat after; 1 after the warm-up with schedule "none"."""
-    if step < warm:
-        return (step + 1) / (warm + 1)
-    if schedule == "none":
-        return 1.0
-    p = min(1.0, (step - warm) / max(1, total - warm))
-    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p))
-
-
-def budget_steps(planned: int, step: int, seconds_per_step: float, seconds_left: float) -> int:
-    """Steps the cosine may span: the planned total, or fewer if the rest would not fit in `seconds_left`."""
-    fit = step + int(max(0.0, seconds_left) / max(seconds_per_step, 1e-9))
-    return max(step + 1, min(planned, fit))
-
-
 class ValStats:
     """Running sums over validation batches -> per-lead metrics (numpy, [L, 2] arrays)."""
 
@@ -148,7 +130,7 @@ class ValStats:
         return out
 
 
-class AQModule(L.LightningModule):
+class AQModule(CosineBudget, L.LightningModule):
     """Wraps `models.build_model(cfg.model, channels, norm_stats)` for training."""
 
     def __init__(self, cfg: TrainConfig, channels: dict[str, list[str]], norm_stats: dict[str, Any]):
@@ -164,11 +146,7 @@ class AQModule(L.LightningModule):
         self.collected: dict[str, list[np.ndarray]] = {}
         self.fast: bool | None = None if cfg.model.get("decoder_kernel", 1) == 1 else False
         self.skipped_updates = 0
-        self.sched_total: int | None = cfg.optim.schedule_steps  # cosine length; fitted to the budget if None
-        self._clock: tuple[float, int] | None = None
-        self._planned = 1
-        self._schedule_checked = False  # the speed probe ran (fits or checks the cosine once a run)
-        self.budget_warning: str | None = None  # the probe's warning, repeated by `aqcast train` at the end
+        self.init_schedule(cfg.optim.schedule_steps)
         self.precision = resolve_precision(cfg.optim.precision)  # of the training steps (training.precision)
         self.persist_idx = [channels["obs"].index(f"obs_{s}") if f"obs_{s}" in channels["obs"] else -1
                             for s in SPECIES]
@@ -327,44 +305,6 @@ class AQModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         for k, v in self.stats.scalars().items():
             self.log(k, v, prog_bar=k in ("val_mae_pm25_h24",))
-
-    # ---- a cosine that ends inside the time budget ---------------------------------------------------
-    PROBE_STEPS = 100
-
-    def on_train_start(self) -> None:
-        self._clock = (time.monotonic(), int(self.global_step))
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """After PROBE_STEPS steps, shorten the cosine so that it ends within `max_minutes` (85 % of the
-        remaining time, leaving room for validation) at the speed measured so far. Fixed once, logged,
-        and saved in checkpoints, so a resumed run keeps its schedule (MLflow: `lr_schedule_steps`). A pinned
-        schedule (`optim.schedule_steps`) is kept, with a warning when the cap would cut it below 60 %."""
-        o = self.cfg.optim
-        if self._schedule_checked or not o.max_minutes or self._clock is None:
-            return
-        t0, s0 = self._clock
-        done = int(self.global_step) - s0
-        if done < min(self.PROBE_STEPS, max(1, self._planned // 4)):
-            return
-        spent = time.monotonic() - t0
-        self._schedule_checked = True
-        fit = budget_steps(self.sched_total or self._planned, int(self.global_step), spent / done,
-                           0.85 * o.max_minutes * 60 - spent)
-        if self.sched_total is None:
-            self.sched_total = fit
-        elif fit < 0.6 * self.sched_total:  # a pinned cosine the cap will cut with the learning rate still high
-            self.budget_warning = (
-                f"at {spent / done:.2f} s a step the {o.max_minutes:.1f}-min cap allows about {fit} of the pinned "
-                f"schedule's {self.sched_total} steps: training will stop before the learning rate decays (skill "
-                "drops, docs/decisions.md M22): raise optim.max_minutes, or set optim.schedule_steps=null to fit "
-                "the cosine to the cap")
-            logging.getLogger(__name__).warning(self.budget_warning)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["lr_schedule_steps"] = self.sched_total
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.sched_total = checkpoint.get("lr_schedule_steps", self.sched_total)
 
     def configure_optimizers(self) -> Any:
         o = self.cfg.optim

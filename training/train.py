@@ -238,8 +238,7 @@ def run_training(cfg: TrainConfig, store: str | None = None, data: str | None = 
             mlflow.set_tag("interrupted", "true")
             raise TrainingInterrupted(f"interrupted at step {trainer.global_step}; continue with "
                                       f"`aqcast train --config ... --resume --run-name {run_name}`")
-        if module.budget_warning:
-            mlflow.set_tag("budget_warning", module.budget_warning)
+        mlflow.set_tags({k: v for k in ("budget_warning", "schedule_note") if (v := getattr(module, k))})
         averaging = choose_weights(cfg.optim.average_weights, module, trainer, run_dir)
         mlflow.set_tag("weights", f"{averaging['method']}: mean of steps {averaging['steps']}")
         calib = _calibrate(cfg, module, dm)
@@ -256,7 +255,7 @@ def run_training(cfg: TrainConfig, store: str | None = None, data: str | None = 
     return {"uri": uri, "version": version, "run_id": run_id, "run_name": run_name, "run_dir": str(run_dir),
             "metrics": metrics, "per_lead": per_lead, "seconds": time.monotonic() - t0,
             "global_step": trainer.global_step, "epochs": trainer.current_epoch, "weights": averaging,
-            "warnings": [module.budget_warning] if module.budget_warning else []}
+            "warnings": [module.budget_warning] if module.budget_warning else [], "schedule": module.schedule_note}
 
 
 def _calibrate(cfg: TrainConfig, module: Any, dm: Any) -> dict[str, Any] | None:

@@ -44,7 +44,8 @@ def _replay(run_dir: Path, store: str, config: Path, overrides: list[str], every
 
     from training.config import load_config
     from training.datamodule import AQDataModule
-    from training.module import INPUTS, AQModule, lr_factor, station_forward
+    from training.module import INPUTS, AQModule, station_forward
+    from training.schedule import lr_factor
 
     cfg = load_config(config, overrides)
     L.seed_everything(cfg.optim.seed, workers=True, verbose=False)
