@@ -219,3 +219,20 @@ def test_met_phase_finds_a_weather_column_that_runs_an_hour_late_from_some_month
     s = mp.best_shifts(df, "TEMP")
     assert (s.loc[(2013, 3):(2014, 4)] == 0).all() and (s.loc[(2014, 5):] == 1).all()
     assert (mp.best_shifts(df, "O3") == 0).all()
+
+
+def test_step_speed_times_stretches_from_the_logged_loss_and_skips_those_not_reached(tmp_path):
+    """Seconds a step from the `train_loss` timestamps: a slow start shows in 10-110 and not in 20-120."""
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = mlflow.tracking.MlflowClient()
+    run_id = client.create_run(client.create_experiment("x")).info.run_id
+    t = 1_000_000.0  # seconds
+    for step in range(10, 310, 10):
+        t += 10 * (3.0 if step <= 20 else 0.5)  # steps 11-20 take 3 s each, the rest 0.5 s
+        client.log_metric(run_id, "train_loss", 0.1, timestamp=int(t * 1000), step=step)
+    s = load_script("step_speed").speeds(client, run_id)
+    assert s["20-120"] == pytest.approx(0.5) and s["120-300"] == pytest.approx(0.5)
+    assert s["10-110"] == pytest.approx((30 + 90 * 0.5) / 100)
+    assert "400-600" not in s and s["steps"] == 300
