@@ -17,7 +17,7 @@ import torch
 from training.config import TrainConfig
 from training.precision import resolve as resolve_precision
 from training.precision import step_context
-from training.schedule import CosineBudget, lr_factor
+from training.schedule import CosineBudget
 
 INPUTS = ("obs", "obs_mask", "forcing", "forcing_mask", "static")
 SPECIES = ("pm25", "o3")
@@ -313,8 +313,5 @@ class AQModule(CosineBudget, L.LightningModule):
             sch = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(1, o.patience // 2))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sch, "monitor": "val_loss"}}
         self._planned = max(1, int(self.trainer.estimated_stepping_batches))
-        warm = min(o.warmup_steps, self._planned // 4)
-
-        sch = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: lr_factor(step, warm, self.sched_total or self._planned, o.schedule))
+        sch = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: self._lr_share(step))  # warm-up, then the cosine
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sch, "interval": "step"}}

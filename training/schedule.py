@@ -84,7 +84,7 @@ class CosineBudget:
             logging.getLogger(__name__).warning(self.budget_warning)
 
     def _lr_share(self, step: int) -> float:
-        """The scheduled learning rate at `step`, as a share of its peak."""
+        """The scheduled learning rate at `step`, as a share of its peak (the LambdaLR's factor)."""
         o = self.cfg.optim
         return lr_factor(step, min(o.warmup_steps, self._planned // 4), self.sched_total or self._planned,
                          o.schedule)
