@@ -327,12 +327,12 @@ def test_a_pinned_schedule_the_cap_would_cut_short_is_kept_with_a_warning(tiny_s
         global_step = 0  # no trainer: the probe reads the step count from here
 
     def probe(overrides: list[str], start_s: float = 0.0, per_step_s: float = 0.84) -> AQModule:
-        """Steps 1-130, one batch end each; the first 20 take `start_s` in all, the rest `per_step_s` each."""
+        """Steps 1-230, one batch end each; the first 100 take `start_s` in all, the rest `per_step_s` each."""
         m = Stepped(load_config(TINY, overrides), dm.channels, json.loads(dm.ds.attrs["norm_stats"]))
         m._planned = 2184
         m.on_train_start()
-        for step in range(1, 131):
-            clock[0] += start_s / 20 if step <= 20 else per_step_s
+        for step in range(1, 231):
+            clock[0] += start_s / 100 if step <= 100 else per_step_s
             m.global_step = step
             m.on_train_batch_end(None, None, 0)
         return m
@@ -347,7 +347,7 @@ def test_a_pinned_schedule_the_cap_would_cut_short_is_kept_with_a_warning(tiny_s
     with caplog.at_level("WARNING", logger="training.schedule"):
         fitted = probe(["optim.max_minutes=12.5"])
         roomy = probe(["optim.max_minutes=60", "optim.schedule_steps=2184"])
-        slow_start = probe(["optim.max_minutes=12.5", "optim.schedule_steps=2184"], start_s=40, per_step_s=0.45)
+        slow_start = probe(["optim.max_minutes=12.5", "optim.schedule_steps=2184"], start_s=60, per_step_s=0.4)
     assert fitted.sched_total is not None and fitted.sched_total < 2184  # fitted to the cap by the same probe
     assert roomy.sched_total == 2184
     assert not caplog.records
