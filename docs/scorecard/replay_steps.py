@@ -45,7 +45,6 @@ def _replay(run_dir: Path, store: str, config: Path, overrides: list[str], every
     from training.config import load_config
     from training.datamodule import AQDataModule
     from training.module import INPUTS, AQModule, station_forward
-    from training.schedule import lr_factor
 
     cfg = load_config(config, overrides)
     L.seed_everything(cfg.optim.seed, workers=True, verbose=False)
@@ -60,14 +59,14 @@ def _replay(run_dir: Path, store: str, config: Path, overrides: list[str], every
     step, epoch = int(ck["global_step"]), int(ck["epoch"])
     dl = dm.train_dataloader()
     planned = max(1, len(dl) * o.max_epochs)  # the Trainer's estimated stepping batches
-    warm, total = min(o.warmup_steps, planned // 4), ck.get("lr_schedule_steps") or planned
+    mod._planned, mod.sched_total = planned, ck.get("lr_schedule_steps") or planned  # as in training
     for _ in range(epoch + 1):  # the sampler's draws up to the checkpoint's epoch
         list(dl.sampler)
     dm.train_ds.set_epoch(epoch + 1)
     members = getattr(mod.net, "members", None) or [mod.net]
     for b, batch in enumerate(dl):
         for g in opt.param_groups:
-            g["lr"] = o.lr * lr_factor(step, warm, total, o.schedule)
+            g["lr"] = o.lr * mod._lr_share(step)  # the LambdaLR's factor (training.schedule)
         opt.zero_grad()
         losses = mod.member_losses(batch)
         losses.sum().backward()
