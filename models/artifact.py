@@ -47,6 +47,8 @@ class ModelCard(BaseModel):
     ensemble_members: int = Field(1, ge=1, description="networks averaged inside the graph (model.members)")
     architecture: dict[str, Any] | None = Field(None, description="the network's hyper-parameters (ModelConfig)")
     channels: dict[str, list[str]] = Field(..., description="{obs, forcing, static}: channel names in order")
+    dropped_channels: dict[str, str] = Field(default_factory=dict, description="channels the training config "
+                                             "named that its data lacked -> the store's reason (not inputs)")
     roles: dict[str, str] = Field(default_factory=dict, description="store variable -> role")
     units: dict[str, str] = Field(default_factory=dict)
     grid: str = Field(..., description="features.grid.Grid JSON")

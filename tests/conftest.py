@@ -135,6 +135,7 @@ def make_tiny_store(n_days: int = 20, seed: int = 0) -> xr.Dataset:
         "norm_stats": json.dumps(stats),
         "train_period": json.dumps([train[0].isoformat() + "+00:00", train[1].isoformat() + "+00:00"]),
         "missing": json.dumps(["sat_no2col", "sat_no2col_valid"]),
+        "missing_reasons": json.dumps({v: "not in satellite.nc" for v in ("sat_no2col", "sat_no2col_valid")}),
         "qc_summary": json.dumps(qc_summary),
         "provenance": json.dumps({"sources": [{"path": "tests/conftest.py", "sha256": "0" * 64}],
                                   "code_version": "test", "created": "2021-01-21T00:00:00+00:00",

@@ -1,6 +1,7 @@
 """Training configs: every shipped config validates; bad configs and channels give clear, located errors."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -90,12 +91,17 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
         load_config(_write(tmp_path, "- a\n- b\n"))
 
 
-def test_channels_checked_against_store(tiny_store, tmp_path: Path) -> None:
+def test_channels_checked_against_store(tiny_store, tmp_path: Path, caplog) -> None:
     from training.datamodule import resolve_channels, split_stations
 
     cfg = load_config(Path(CONFIGS[0]).with_name("tiny.yaml"))
-    ch, dropped = resolve_channels(tiny_store, cfg)
+    with caplog.at_level("WARNING", logger="training.datamodule"):
+        ch, dropped = resolve_channels(tiny_store, cfg)
     assert "sat_no2col" in dropped and "sat_no2col" not in ch["obs"]  # listed as missing: dropped, no crash
+    reason = json.loads(tiny_store.attrs["missing_reasons"])["sat_no2col"]
+    assert dropped["sat_no2col"] == reason  # the store's reason travels, not a generic one
+    notes = [r.getMessage() for r in caplog.records]
+    assert len(notes) == 1 and "sat_no2col" in notes[0] and reason in notes[0]  # one line for all of them
     assert ch["forcing"][-5:] == ["hour_sin", "hour_cos", "doy_sin", "doy_cos", "weekend"]
     bad = load_config(Path(CONFIGS[0]).with_name("tiny.yaml"), ["data.obs_vars=[obs_pm25, sat_aod_valid]",
                                                                 "data.static_vars=[static_nothing]"])

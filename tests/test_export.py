@@ -22,7 +22,8 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory, store, store_path: P
         model, meta = model_for_store(store, TINY_CFG)
         meta |= {"validation_metrics": {"mae_pm25": 12.5, "crps_o3": 7.0},
                  "validation_window": ["2021-01-15T00:00:00+00:00", "2021-01-20T23:00:00+00:00"],
-                 "store": str(store_path) if store_path else None, "weight_averaging": AVERAGED}
+                 "store": str(store_path) if store_path else None, "weight_averaging": AVERAGED,
+                 "dropped_channels": {"sat_no2col": "not in satellite.nc"}}
         export_artifact(model, meta, out, store=store_path)
     return out
 
@@ -60,6 +61,7 @@ def test_card_contents(artifact: Path, tiny_store):
     assert (card.history, card.leads, card.species, card.quantiles) == (24, 72, ["pm25", "o3"], [0.1, 0.5, 0.9])
     assert card.architecture["encoder"] == "dilated" and card.architecture["hidden"] == TINY_CFG["hidden"]
     assert card.lead_hours == list(range(1, 73))
+    assert card.dropped_channels == {"sat_no2col": "not in satellite.nc"}  # what the model never saw, and why
     assert card.units["obs_pm25"] == "ug m-3" and card.units["met_t2m"] == "degC" and card.units["hour_sin"] == "1"
     assert card.roles["stn_pm25"] == "target" and card.roles["met_t2m"] == "forcing"
     assert card.train_window and card.train_window[0].startswith("2021-01-01")

@@ -39,6 +39,7 @@ def resolve_channels(ds: Any, cfg: TrainConfig) -> tuple[dict[str, list[str]], d
 
     roles = json.loads(ds.attrs.get("roles", "{}"))
     missing = set(json.loads(ds.attrs.get("missing", "[]")))
+    reasons = json.loads(ds.attrs.get("missing_reasons", "{}"))
     problems, dropped = [], {}
     out: dict[str, list[str]] = {}
     for group, names in (("obs", cfg.data.obs_vars), ("forcing", cfg.data.forcing_vars),
@@ -51,8 +52,7 @@ def resolve_channels(ds: Any, cfg: TrainConfig) -> tuple[dict[str, list[str]], d
             src = f"stn_{n[4:]}" if n.startswith("obs_") and n not in ds else n
             if src not in ds:
                 if n in missing or src in missing:
-                    dropped[n] = "listed as missing in the store"
-                    log.warning("channel %s is missing from the store; training without it", n)
+                    dropped[n] = reasons.get(n, reasons.get(src, "listed as missing in the store"))
                 else:
                     problems.append(Problem(f"{group}_vars: {n!r} is not in the store (has: "
                                             f"{sorted(v for v in roles if roles[v] == _role_hint(group))})",
@@ -67,11 +67,25 @@ def resolve_channels(ds: Any, cfg: TrainConfig) -> tuple[dict[str, list[str]], d
         out[group] = keep
     if problems:
         raise DataError(problems)
+    if dropped:
+        log.warning("%s", absent_note(dropped))
     for group in ("obs", "forcing"):
         if not out[group]:
             raise DataError(Problem(f"no {group} channel left after dropping missing ones {sorted(dropped)}",
                                     key=f"data.{group}_vars"))
     return out, dropped
+
+
+def absent_note(dropped: dict[str, str]) -> str:
+    """One line for the optional channels the data lacks, grouped by the store's reason."""
+    by_reason: dict[str, list[str]] = {}
+    for name, why in dropped.items():
+        by_reason.setdefault(why, []).append(name)
+    parts = "; ".join(f"{', '.join(names)} ({why})" for why, names in by_reason.items())
+    n = len(dropped)
+    them = "them" if n > 1 else "it"
+    return (f"{n} channel{'s' if n > 1 else ''} of the config not in this data, the model trains without {them} "
+            f"(its card lists {them} as dropped_channels): {parts}")
 
 
 def _role_hint(group: str) -> str:

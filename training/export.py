@@ -187,6 +187,7 @@ def build_card(model: Any, meta: Mapping[str, Any], parity_report: Parity | None
         receptive_field_cells=rf, ensemble_members=int(getattr(cfg, "members", 1)),
         architecture=cfg.model_dump(mode="json") if hasattr(cfg, "model_dump") else None,
         channels={k: list(v) for k, v in channels.items()},
+        dropped_channels={str(k): str(v) for k, v in dict(meta.get("dropped_channels") or {}).items()},
         roles=dict(meta.get("roles") or {}),
         units={n: unit_of(n) for n in names} | {s: "ug m-3" for s in ("pm25", "o3")},
         grid=grid if isinstance(grid, str) else json.dumps(grid), history=history, leads=leads,
