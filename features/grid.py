@@ -77,6 +77,35 @@ class Grid(BaseModel):
         return cls(lon_0=lon_0, lat_0=lat_0, res_m=res_m, x0=float(i0 * res_m), y0=float(j0 * res_m),
                    nx=i1 - i0 + 1, ny=j1 - j0 + 1)
 
+    def covering(self, lon: Any, lat: Any, margin_km: float = 15.0) -> Grid:
+        """This grid grown by whole cells (same projection, resolution and cell ids) to hold every point with
+        `margin_km` around it; the grid itself when every point already lies in a cell."""
+        lon = np.atleast_1d(np.asarray(lon, dtype=float))
+        lat = np.atleast_1d(np.asarray(lat, dtype=float))
+        if self.contains(lon, lat).all():
+            return self
+        x, y = self.project(lon, lat)
+        r, m = self.res_m, margin_km * 1000.0
+        i_lo, j_lo = round(self.x0 / r), round(self.y0 / r)
+        i0, i1 = min(i_lo, math.floor((np.min(x) - m) / r)), max(i_lo + self.nx - 1, math.ceil((np.max(x) + m) / r))
+        j0, j1 = min(j_lo, math.floor((np.min(y) - m) / r)), max(j_lo + self.ny - 1, math.ceil((np.max(y) + m) / r))
+        return Grid(lon_0=self.lon_0, lat_0=self.lat_0, res_m=r, x0=float(i0 * r), y0=float(j0 * r),
+                    nx=i1 - i0 + 1, ny=j1 - j0 + 1)
+
+    def km_outside(self, lon: Any, lat: Any) -> np.ndarray:
+        """Distance (km) from each point to the nearest cell of the grid; 0 inside."""
+        x, y = self.project(np.atleast_1d(np.asarray(lon, float)), np.atleast_1d(np.asarray(lat, float)))
+        h = self.res_m / 2
+        dx = np.maximum.reduce([self.x[0] - h - x, x - self.x[-1] - h, np.zeros_like(x)])
+        dy = np.maximum.reduce([self.y[0] - h - y, y - self.y[-1] - h, np.zeros_like(y)])
+        return np.hypot(dx, dy) / 1000.0
+
+    def contains(self, lon: Any, lat: Any) -> np.ndarray:
+        """True where a lon/lat point falls in a cell of the grid."""
+        x, y = self.project(np.atleast_1d(np.asarray(lon, float)), np.atleast_1d(np.asarray(lat, float)))
+        col, row = np.rint((x - self.x0) / self.res_m), np.rint((y - self.y0) / self.res_m)
+        return np.isfinite(col) & np.isfinite(row) & (col >= 0) & (col < self.nx) & (row >= 0) & (row < self.ny)
+
     # ---- geometry -----------------------------------------------------------------------------------
     @property
     def crs(self) -> str:

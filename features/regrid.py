@@ -260,13 +260,18 @@ def emissions_on_grid(maps: np.ndarray, factors: np.ndarray) -> np.ndarray:
     return (factors.astype(np.float32) @ maps.reshape(s, ny * nx).astype(np.float32)).reshape(-1, ny, nx)
 
 
-def station_density_proxy(grid: Grid, lon: Any, lat: Any, sigma_km: float = 10.0) -> np.ndarray:
-    """[Y, X] spatial proxy (mean 1): a Gaussian kernel density of monitoring stations (urban-ness)."""
-    sx, sy = grid.project(lon, lat)
-    yy, xx = np.meshgrid(grid.y, grid.x, indexing="ij")
-    d2 = (yy[..., None] - np.atleast_1d(sy)) ** 2 + (xx[..., None] - np.atleast_1d(sx)) ** 2
-    dens = np.exp(-d2 / (2 * (sigma_km * 1000) ** 2)).sum(-1) + 0.05
-    return (dens / dens.mean()).astype(np.float32)
+def station_density_proxy(grid: Grid, lon: Any, lat: Any, sigma_km: float = 10.0,
+                          mean_over: Grid | None = None) -> np.ndarray:
+    """[Y, X] spatial proxy: a Gaussian kernel density of monitoring stations (urban-ness), mean 1 over the
+    grid, or over `mean_over` (a model's training grid, so that a grid grown around it keeps its values)."""
+    def density(g: Grid) -> np.ndarray:
+        sx, sy = g.project(lon, lat)
+        yy, xx = np.meshgrid(g.y, g.x, indexing="ij")
+        d2 = (yy[..., None] - np.atleast_1d(sy)) ** 2 + (xx[..., None] - np.atleast_1d(sx)) ** 2
+        return np.exp(-d2 / (2 * (sigma_km * 1000) ** 2)).sum(-1) + 0.05
+
+    dens = density(grid)
+    return (dens / (density(mean_over) if mean_over is not None else dens).mean()).astype(np.float32)
 
 
 def _norm(a: list[float]) -> np.ndarray:

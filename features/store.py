@@ -29,7 +29,8 @@ SAT_VARS: tuple[str, ...] = ("aod", "no2col")
 ROLES = ("target", "observed", "forcing", "static", "truth", "qc", "mask")
 REQUIRED_ATTRS = ("grid", "roles", "norm_stats", "train_period", "provenance")
 JSON_ATTRS = ("grid", "roles", "norm_stats", "train_period", "provenance", "qc_summary", "missing",
-              "qc_summary_by_variable", "coverage", "missing_reasons", "weather_clock")
+              "qc_summary_by_variable", "coverage", "missing_reasons", "weather_clock",
+              "dropped_stations")
 TIME_CHUNK = 24 * 30
 STORE_VERSION = "3"  # 2: log1p statistics for every never-negative variable (models.config log_forcings);
                      # 3: station weather realigned to the first year's clock (features.clock, attrs weather_clock)
@@ -217,7 +218,8 @@ def build_store(data_dir: str | Path, out: str | Path | None, res_km: float = 3.
                 emission_totals: str | Path | None = None, progress: bool = True, margin_km: float = 15.0,
                 command: str | None = None,
                 emission_proxy_points: tuple[list[float], list[float]] | None = None,
-                weather_clock: str = "auto") -> xr.Dataset:
+                weather_clock: str = "auto", emission_proxy_grid: Grid | None = None,
+                outside_stations: str = "error") -> xr.Dataset:
     """Read `data_dir`, put everything on the grid and write the store to `out` (skip writing if None).
 
     Optional inputs (meteorology.nc, satellite.nc, emissions.nc or emission totals, static.nc or the elevation
@@ -225,8 +227,11 @@ def build_store(data_dir: str | Path, out: str | Path | None, res_km: float = 3.
     stations by IDW. `train_period`: None (default: all but the final 365 days), an end time, or (start, end).
     `emission_proxy_points` (lons, lats): the points whose density spreads national emission totals over the
     grid (default: this directory's stations; a model's inputs pin its training stations, so a new station
-    set does not move the emissions). `weather_clock`: 'auto' realigns station weather months that run whole
+    set does not move the emissions; `emission_proxy_grid`: the grid over which that density has mean 1, a model's
+    training grid when `grid` grows around it, so its cells keep their values). `weather_clock`: 'auto' realigns station weather months that run whole
     hours off the first year's clock, 'off' only reports them (`features.clock`; attrs `weather_clock`).
+    `outside_stations`: a station off a given `grid` is an error ('error'), or left out ('drop', listed with
+    the reason in attrs `dropped_stations`).
     """
     from features import store_build
 
@@ -238,7 +243,8 @@ def build_store(data_dir: str | Path, out: str | Path | None, res_km: float = 3.
     try:
         ctx = store_build.Context(data_dir=data_dir, res_km=res_km, grid=grid, margin_km=margin_km,
                                   elevation=elevation, emission_totals=emission_totals,
-                                  emission_proxy_points=emission_proxy_points, weather_clock=weather_clock)
+                                  emission_proxy_points=emission_proxy_points, weather_clock=weather_clock,
+                                  emission_proxy_grid=emission_proxy_grid, outside_stations=outside_stations)
         for name, fn in steps:
             bar(name)
             fn(ctx)
@@ -256,7 +262,7 @@ def build_store(data_dir: str | Path, out: str | Path | None, res_km: float = 3.
             "coverage": json.dumps(coverage(ds)),
             "missing": json.dumps(sorted(ctx.missing)), "missing_reasons": json.dumps(ctx.missing),
             "qc_summary": json.dumps(ctx.qc_summary), "weather_clock": json.dumps(ctx.clock_report),
-            "qc_summary_by_variable": json.dumps(ctx.qc_by_var),
+            "qc_summary_by_variable": json.dumps(ctx.qc_by_var), "dropped_stations": json.dumps(ctx.dropped),
             "provenance": json.dumps({
                 "sources": ctx.sources, "code_version": code_version(),
                 "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00"),

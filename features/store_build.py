@@ -44,6 +44,9 @@ class Context:
     elevation: str | Path | None = None
     emission_totals: str | Path | None = None
     emission_proxy_points: tuple[list[float], list[float]] | None = None  # (lons, lats); None: the stations
+    emission_proxy_grid: Grid | None = None  # the proxy has mean 1 over it (None: over `grid`)
+    outside_stations: str = "error"  # stations off a given grid: 'error', or 'drop' (listed in `dropped`)
+    dropped: dict[str, str] = field(default_factory=dict)  # station -> why it is not in the store
     weather_clock: str = "auto"  # features.clock: 'auto' realigns months whose weather runs whole hours off
     clock_report: dict = field(default_factory=dict)
     ds: xr.Dataset = field(default_factory=xr.Dataset)
@@ -115,6 +118,17 @@ def step_grid(ctx: Context) -> None:
     if ctx.grid is None:
         ctx.grid = Grid.from_extent(lon, lat, res_km=ctx.res_km, margin_km=ctx.margin_km)
     g = ctx.grid
+    inside = g.contains(lon, lat)
+    if ctx.outside_stations == "drop" and not inside.all() and inside.any():
+        (lo0, lo1), (la0, la1) = g.bounds_lonlat()
+        for name, x, y in zip(st["station"].values[~inside], lon[~inside], lat[~inside], strict=True):
+            ctx.dropped[str(name)] = (f"at lon {x:.4f}, lat {y:.4f}, outside the grid (lon {lo0:.2f}..{lo1:.2f}, "
+                                      f"lat {la0:.2f}..{la1:.2f})")
+        keep = np.flatnonzero(inside)
+        st = ctx.st = st.isel(station=keep)
+        if ctx.flags is not None:
+            ctx.flags = ctx.flags.isel(station=keep)
+        lon, lat = st["lon"].values, st["lat"].values
     rows, cols = regrid.station_cells(g, lon, lat, names=st["station"].values)
     lon2d, lat2d = g.centres_lonlat()
     ctx.ds = xr.Dataset(coords={
@@ -259,7 +273,8 @@ def _derived_emissions(ctx: Context, path: Path) -> None:
     prof = regrid.default_profiles(sectors)
     fac = regrid.temporal_factors(prof["hour"], prof["weekday"], prof["month"], ctx.times, ctx.utc_offset)
     pts = ctx.emission_proxy_points or (ctx.ds["station_lon"].values, ctx.ds["station_lat"].values)
-    proxy = regrid.station_density_proxy(ctx.grid, np.asarray(pts[0], float), np.asarray(pts[1], float))
+    proxy = regrid.station_density_proxy(ctx.grid, np.asarray(pts[0], float), np.asarray(pts[1], float),
+                                         mean_over=ctx.emission_proxy_grid)
     _, _, _, year = regrid.local_calendar(ctx.times, ctx.utc_offset)
     for meic, s in MEIC_SPECIES.items():
         name = f"emis_{s}"

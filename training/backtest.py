@@ -4,7 +4,8 @@
                     --every 24h --points points.csv --out forecasts.csv [--met-error]
 
 DIR: raw data in the `../shared/data/beijing` layout (any stations and dates). points.csv: `point_id,lon,lat`
-(points may lie where no station is; outside the model grid is an error). Output columns:
+(points may lie where no station is; points and stations outside the model's grid grow it by whole cells,
+`training.domain`, up to 150 km; farther is an error). Output columns:
 `init_time` (ISO 8601 with the offset of --from, e.g. +08:00), `lead_hours` (1..L), `point_id`,
 `species` (pm25|o3), `p10`, `p50`, `p90` (ug m-3). At each init only pollutant observations up to and
 including that hour enter the model (WindowSampler); meteorology over the horizon is the observed weather
@@ -21,10 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.errors import DataError, MissingInputError, OutOfDomainError, Problem
+from features.errors import DataError, MissingInputError, Problem
+from features.store import store_grid
+from training.domain import build_store_for, grid_for_points, grid_from_meta
 from training.evaluate import (
-    build_store_for,
-    grid_from_meta,
     init_times,
     load_model,
     make_sampler,
@@ -38,8 +39,8 @@ SPECIES = ("pm25", "o3")
 COLUMNS = ["init_time", "lead_hours", "point_id", "species", "p10", "p50", "p90"]
 
 
-def read_points(path: str | Path, grid: Any) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """points.csv -> (ids, rows, cols) on `grid`; every bad line is reported (DataError)."""
+def read_points(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray, list[int]]:
+    """points.csv -> (ids, lon, lat, line numbers); every bad line is reported (DataError)."""
     path = Path(path)
     if not path.is_file():
         raise MissingInputError(Problem("points file not found", file=str(path)))
@@ -49,33 +50,36 @@ def read_points(path: str | Path, grid: Any) -> tuple[list[str], np.ndarray, np.
     if miss:
         raise MissingInputError(Problem(f"missing column(s) {miss}; expected point_id,lon,lat", file=str(path)))
     problems: list[Problem] = []
-    ids, rows, cols = [], [], []
+    ids, lons, lats, lines = [], [], [], []
     for k, r in df.iterrows():
-        line = int(k) + 2
         try:
             lon, lat = float(r["lon"]), float(r["lat"])
             if not (np.isfinite(lon) and np.isfinite(lat)):
                 raise ValueError("not a number")
         except (TypeError, ValueError):
-            problems.append(Problem(f"lon/lat not numeric: {r['lon']!r}, {r['lat']!r}", str(path), line))
-            continue
-        try:
-            rc = grid.lonlat_to_rowcol(lon, lat)
-        except OutOfDomainError:
-            problems.append(Problem(f"point {r['point_id']!r} at lon {lon}, lat {lat} lies outside the model "
-                                    f"grid ({grid.nx} x {grid.ny} cells); the model cannot forecast there",
-                                    str(path), line))
+            problems.append(Problem(f"lon/lat not numeric: {r['lon']!r}, {r['lat']!r}", str(path), int(k) + 2))
             continue
         ids.append(str(r["point_id"]))
-        rows.append(int(np.asarray(rc[0]).ravel()[0]))
-        cols.append(int(np.asarray(rc[1]).ravel()[0]))
+        lons.append(lon), lats.append(lat), lines.append(int(k) + 2)
     if len(set(ids)) != len(ids):
         problems.append(Problem("duplicate point_id values", str(path), column="point_id"))
     if not ids and not problems:
         problems.append(Problem("no points", str(path)))
     if problems:
         raise DataError(problems)
-    return ids, np.array(rows), np.array(cols)
+    return ids, np.array(lons), np.array(lats), lines
+
+
+def place_points(path: str | Path, points: tuple, grid: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of the points on `grid`; a point outside it is an error naming its line."""
+    ids, lon, lat, lines = points
+    inside = grid.contains(lon, lat)
+    if not inside.all():
+        raise DataError([Problem(f"point {ids[k]!r} at lon {lon[k]}, lat {lat[k]} lies outside the model grid "
+                                 f"({grid.nx} x {grid.ny} cells); the model cannot forecast there", str(path),
+                                 lines[k]) for k in np.flatnonzero(~inside)])
+    rows, cols = grid.lonlat_to_rowcol(lon, lat)
+    return np.asarray(rows).ravel(), np.asarray(cols).ravel()
 
 
 def format_rows(inits: np.ndarray, fc: np.ndarray, ids: list[str], offset: str) -> pd.DataFrame:
@@ -112,40 +116,69 @@ def run_backtest(model: Any, meta: dict[str, Any], data_dir: str | Path, t_from:
     t0, offset = parse_time(t_from, "--from")
     t1, _ = parse_time(t_to, "--to")
     inits = init_times(t0, t1, parse_every(every))
-    grid = grid_from_meta(meta)
-    ids, rows, cols = read_points(points, grid)
-    if echo and store is None:
-        echo(f"building the inputs from {data_dir} on the model grid")
-    ds = store if store is not None else build_store_for(data_dir, meta)
-    tmin, tmax = ds["time"].values[0], ds["time"].values[-1]
-    if inits[-1] < tmin or inits[0] > tmax:
-        raise DataError(f"no data for init times {inits[0]} .. {inits[-1]} UTC; the data cover {tmin} .. {tmax}")
-    if echo:
-        for note in edge_notes(inits, tmin, tmax, int(meta["history"]), int(meta["leads"]), offset):
-            echo(note)
+    ids, lon, lat, lines = read_points(points)
+    parts = [(lambda: store, np.arange(len(ids)))] if store is not None else \
+        _stores(meta, data_dir, ids, lon, lat, echo)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    frames = []
-    verified = _Verified(rolling_bands)
-    if rolling_bands > 0:  # the window at --from holds the forecasts the data allow before it, as a service's would
-        warm = verified.warm_up(model, meta, ds, inits[0], parse_every(every), batch_size, met_error, seed, chunk)
-        if echo and warm:
-            echo(f"rolled band: {warm} forecasts issued before --from verified first")
+    fc = np.zeros((inits.size, int(meta["leads"]), len(SPECIES), 3, len(ids)), np.float32)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=int(inits.size), unit="init", desc="backtest", disable=None)
-    for c0 in range(0, inits.size, chunk):  # chunks bound memory ([N, L, 2, 3, Y, X] per chunk)
-        part = inits[c0:c0 + chunk]
-        sampler, _ = make_sampler(ds, part, meta, model)
-        fc = run_model(model, sampler, batch_size, met_error, seed + c0, sampler.forcing_vars)
-        frames.append(format_rows(part, verified.rescale(part, fc, sampler, rows, cols), ids, offset))
-        bar.update(int(part.size))
-        if echo and bar.disable:
-            echo(f"backtest: {c0 + part.size}/{inits.size} inits")
+    bar = tqdm(total=int(inits.size) * len(parts), unit="init", desc="backtest", disable=None)
+    for k, (build, idx) in enumerate(parts):  # one store in memory at a time
+        ds = build()
+        rows, cols = place_points(points, ([ids[i] for i in idx], lon[idx], lat[idx], [lines[i] for i in idx]),
+                                  store_grid(ds))
+        tmin, tmax = ds["time"].values[0], ds["time"].values[-1]
+        if inits[-1] < tmin or inits[0] > tmax:
+            raise DataError(f"no data for init times {inits[0]} .. {inits[-1]} UTC; the data cover {tmin} .. {tmax}")
+        for note in edge_notes(inits, tmin, tmax, int(meta["history"]), int(meta["leads"]), offset) \
+                if echo and k == 0 else []:
+            echo(note)
+        verified = _Verified(rolling_bands)
+        if rolling_bands > 0:  # the window at --from holds the forecasts the data allow before it, as a service's
+            warm = verified.warm_up(model, meta, ds, inits[0], parse_every(every), batch_size, met_error, seed,
+                                    chunk)
+            if echo and warm:
+                echo(f"rolled band: {warm} forecasts issued before --from verified first")
+        for c0 in range(0, inits.size, chunk):  # chunks bound memory ([N, L, 2, 3, Y, X] per chunk)
+            part = inits[c0:c0 + chunk]
+            sampler, _ = make_sampler(ds, part, meta, model)
+            grid_fc = run_model(model, sampler, batch_size, met_error, seed + c0, sampler.forcing_vars)
+            fc[c0:c0 + part.size, ..., idx] = verified.rescale(part, grid_fc, sampler, rows, cols)
+            bar.update(int(part.size))
+            if echo and bar.disable:
+                echo(f"backtest: {c0 + part.size}/{inits.size} inits" + (f" ({k + 1}/{len(parts)})"
+                                                                          if len(parts) > 1 else ""))
+        del ds
     bar.close()
-    df = pd.concat(frames, ignore_index=True)
+    df = format_rows(inits, fc, ids, offset)
     df.to_csv(out, index=False, quoting=csv.QUOTE_MINIMAL, float_format="%.2f")
     return df
+
+
+def _stores(meta: dict[str, Any], data_dir: str | Path, ids: list[str], lon: np.ndarray, lat: np.ndarray,
+            echo: Callable[[str], None] | None) -> list[tuple[Callable[[], Any], np.ndarray]]:
+    """[(store builder, point indices)]: the model's grid for the points on it; for the others the grid grown to
+    cover them (`training.domain`), checked before anything is built."""
+    say = echo or (lambda m: None)
+    inside = grid_from_meta(meta).contains(lon, lat)
+    off = np.flatnonzero(~inside)
+    grown = grid_for_points(meta, [ids[k] for k in off], lon[off], lat[off]) if off.size else None
+    parts: list[tuple[Callable[[], Any], np.ndarray]] = []
+    if inside.any():
+        def on_model() -> Any:
+            say(f"building the inputs from {data_dir} on the model grid")
+            return build_store_for(data_dir, meta, echo=say)
+
+        parts.append((on_model, np.flatnonzero(inside)))
+    if grown is not None:
+        def on_grown() -> Any:
+            say(grown[1])
+            return build_store_for(data_dir, meta, grown[0], echo=say)
+
+        parts.append((on_grown, off))
+    return parts
 
 
 def edge_notes(inits: np.ndarray, tmin: np.datetime64, tmax: np.datetime64, history: int, leads: int,

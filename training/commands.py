@@ -76,6 +76,7 @@ def evaluate(
                                         "init from the forecasts verified in this many trailing days (0: off)"),
 ) -> None:
     """Score a model on DIR: scorecard (markdown + PNG skill by lead), metrics into MLflow."""
+    import json
     import os
     import shlex
     import sys
@@ -83,7 +84,8 @@ def evaluate(
     import torch
 
     from features.errors import DataError
-    from training.evaluate import build_store_for, evaluate_model, grid_from_meta, load_model, log_to_mlflow
+    from training.domain import build_store_for, grid_from_meta
+    from training.evaluate import evaluate_model, load_model, log_to_mlflow
     from training.evaluate_gbt import training_budget
 
     if not data and not store:
@@ -98,10 +100,12 @@ def evaluate(
         if store_grid(ds) != grid_from_meta(meta):
             raise DataError(f"--store {store} is not on the model's grid; use --data to rebuild it")
     else:
-        ds = build_store_for(data, meta)
+        ds = build_store_for(data, meta, echo=lambda m: typer.echo(f"note: {m}", err=True))
     stations = [s.strip() for s in held_out.split(",") if s.strip()] or None
     env = f"AQCAST_HOME={os.environ['AQCAST_HOME']} " if os.environ.get("AQCAST_HOME") else ""
     notes = [f"command: `{env}aqcast {shlex.join(sys.argv[1:])}`"]
+    off = json.loads(ds.attrs.get("dropped_stations", "{}"))
+    notes += [f"not inputs and not scored, off the model's grid: {', '.join(off)}"] if off else []
     budget = training_budget(meta)
     members = int((meta.get("model_config") or {}).get("members", 1))
     label = f"{model} (mean of {members} networks in one graph)" if members > 1 else model

@@ -2,7 +2,6 @@
 padded windows, batched model runs, synthetic met forecast error."""
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import DataError
+from training.domain import build_store_for, grid_from_meta  # noqa: F401  (re-exported: their old home)
 
 HOUR = np.timedelta64(3600 * 10**9, "ns")
 # Forecast-error growth for --met-error: sigma(lead) = a + b * lead / 72 (typical NWP 2 m / 10 m errors)
@@ -59,41 +59,6 @@ def init_times(t0: np.datetime64, t1: np.datetime64, every_h: int) -> np.ndarray
         raise DataError(f"--to ({t1}) is before --from ({t0})")
     n = int((t1 - t0) // (every_h * HOUR)) + 1
     return t0 + np.arange(n) * every_h * HOUR
-
-
-def grid_from_meta(meta: dict[str, Any]):
-    """features.grid.Grid from the model metadata (`grid` JSON string or dict)."""
-    from features.grid import Grid
-
-    g = meta.get("grid")
-    if g is None:
-        raise DataError("model metadata has no 'grid'; cannot place the data on the model's grid")
-    return Grid.from_json(g if isinstance(g, str) else json.dumps(g))
-
-
-def build_store_for(data_dir: str | Path, meta: dict[str, Any]):
-    """Feature store of `data_dir` on the model's grid, in memory (the model normalises with its own buffers).
-
-    `meta["store_options"]` (optional dict: elevation, emission_totals, ...) is passed to `build_store` so the
-    inputs are derived as they were for training."""
-    from features.paths import shared_data_dir
-    from features.store import build_store
-    from features.store_build import SIDE_FILES
-
-    if not Path(data_dir).is_dir():
-        raise DataError(f"data directory not found: {data_dir}")
-    opts = dict(meta.get("store_options") or {})
-    opts.pop("grid", None)
-    for key, (sub, name) in SIDE_FILES.items():  # the data's own side files, else the model's, else shared/
-        given = opts.get(key)
-        fname = Path(given).name if given else name
-        cands = [Path(data_dir).parent / sub / fname, Path(given) if given else None, shared_data_dir() / sub / fname]
-        found = next((c for c in cands if c is not None and c.is_file()), None)
-        opts[key] = str(found) if found else None
-    proxy = opts.get("emission_proxy_points")
-    if proxy is not None:
-        opts["emission_proxy_points"] = (list(proxy[0]), list(proxy[1]))
-    return build_store(data_dir, None, grid=grid_from_meta(meta), progress=False, **opts)
 
 
 def pad_time(ds, start: np.datetime64, end: np.datetime64):
