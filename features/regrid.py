@@ -29,7 +29,7 @@ def station_cells(grid: Grid, lon: Any, lat: Any, names: Any = None) -> tuple[np
     if bad.any():
         names = list(names) if names is not None else [str(k) for k in range(lon.size)]
         lo, la = grid.bounds_lonlat()
-        raise OutOfDomainError([f"station {names[k]!r} at lon={lon[k]:.4f} lat={lat[k]:.4f} lies outside the "
+        raise OutOfDomainError([f"station {str(names[k])!r} at lon={lon[k]:.4f} lat={lat[k]:.4f} lies outside the "
                                 f"grid (lon {lo[0]:.3f}..{lo[1]:.3f}, lat {la[0]:.3f}..{la[1]:.3f})"
                                 for k in np.flatnonzero(bad)])
     return row.astype(np.int32), col.astype(np.int32)
