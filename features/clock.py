@@ -3,8 +3,9 @@
 A logger whose clock drifts by an hour moves every weather column of a station file (temperature, pressure,
 dew point, rain, wind) against the pollutants and against the sun. The sun fixes two cycles: temperature's
 daily harmonic and the pressure tide's half-daily one. For each month of the record (local time, all stations
-pooled) their phase is compared with the same calendar month in the first twelve months of the record (the
-reference: its clock is taken as right); the two lags, in hours, are averaged and rounded. A month is moved
+pooled) their phase is compared with the same calendar month in the first twelve months of the record, or of the
+record a model was trained on (the reference: its clock is taken as right; it travels in the model's store options,
+so a directory holding only a later year is judged against the model's clock, not its own); the two lags, in hours, are averaged and rounded. A month is moved
 only when both lags agree with the rounded shift within `TOLERANCE_H`; otherwise it is left as recorded and
 reported as undetermined. Realigning a month that runs `k` hours late gives each of its hours the weather
 recorded `k` hours later (the month's last `k` hours take the next month's first, or NaN at the record's end).
@@ -62,21 +63,38 @@ def _lag(x: float, ref: float, harmonic: int) -> float:
     return float((x - ref + period / 2) % period - period / 2)
 
 
-def month_lags(st: xr.Dataset, utc_offset: str) -> pd.DataFrame:
-    """Per month and phase variable: the lag (hours, + = later) against the same calendar month of the first
-    twelve months of the record. NaN where a month or its reference lacks data."""
+def reference_phases(st: xr.Dataset, utc_offset: str) -> dict[str, dict[str, float]]:
+    """{phase variable: {calendar month 'MM': local hour of the harmonic's maximum}} over the first twelve
+    months of the record: the clock taken as right. A model keeps its training record's, so that new data of
+    other years is judged against the clock the model learnt."""
     local = _local(st["time"].values, utc_offset)
+    first = pd.Period(local[0], "M") if len(local) else None
+    out: dict[str, dict[str, float]] = {}
+    for var, harmonic in PHASE_VARS.items():
+        if var not in st or first is None:
+            continue
+        cyc = monthly_cycles(st[var].transpose("station", "time").values, local).dropna()
+        ref: dict[str, float] = {}
+        for month, row in cyc.iterrows():
+            if (pd.Period(month, "M") - first).n < 12 and month[5:] not in ref:
+                ref[month[5:]] = round(phase_hours(row.to_numpy(), harmonic), 3)
+        out[var] = ref
+    return out
+
+
+def month_lags(st: xr.Dataset, utc_offset: str,
+               reference: dict[str, dict[str, float]] | None = None) -> pd.DataFrame:
+    """Per month and phase variable: the lag (hours, + = later) against the same calendar month of `reference`
+    (default: the first twelve months of this record, `reference_phases`). NaN where a month or its reference
+    lacks data."""
+    local = _local(st["time"].values, utc_offset)
+    ref_all = reference if reference is not None else reference_phases(st, utc_offset)
     out: dict[str, pd.Series] = {}
     for var, harmonic in PHASE_VARS.items():
         if var not in st:
             continue
         cyc = monthly_cycles(st[var].transpose("station", "time").values, local).dropna()
-        first = pd.Period(local[0], "M") if len(local) else None
-        ref: dict[str, float] = {}
-        for month, row in cyc.iterrows():
-            cal = month[5:]
-            if first is not None and (pd.Period(month, "M") - first).n < 12 and cal not in ref:
-                ref[cal] = phase_hours(row.to_numpy(), harmonic)
+        ref = ref_all.get(var, {})
         out[var] = pd.Series({m: _lag(phase_hours(r.to_numpy(), harmonic), ref[m[5:]], harmonic)
                               for m, r in cyc.iterrows() if m[5:] in ref}, dtype=float)
     return pd.DataFrame(out)
@@ -118,13 +136,19 @@ def realign(st: xr.Dataset, shifts: dict[str, int], utc_offset: str) -> xr.Datas
     return out
 
 
-def correct_weather_clock(st: xr.Dataset, utc_offset: str, mode: str = "auto") -> tuple[xr.Dataset, dict[str, Any]]:
-    """Detect and (mode 'auto') realign; mode 'off' only reports. Returns the dataset and a JSON-able report."""
+def correct_weather_clock(st: xr.Dataset, utc_offset: str, mode: str = "auto",
+                          reference: dict[str, dict[str, float]] | None = None) -> tuple[xr.Dataset, dict[str, Any]]:
+    """Detect and (mode 'auto') realign; mode 'off' only reports. Returns the dataset and a JSON-able report,
+    whose `reference_phases` are the clock this record was judged against (`reference`, a model's training
+    record's, or this record's first twelve months)."""
     if mode not in ("auto", "off"):
         raise DataError(f"weather_clock must be 'auto' or 'off', got {mode!r}")
-    lags = month_lags(st, utc_offset)
+    given = bool(reference and all(reference.get(v) for v in PHASE_VARS))
+    phases = reference if given else reference_phases(st, utc_offset)
+    lags = month_lags(st, utc_offset, phases)
     shifts, undetermined = decide(lags)
-    report = {"mode": mode, "reference": "first twelve months of the record",
+    report = {"mode": mode, "reference": "the model's training record (its first twelve months)" if given
+              else "first twelve months of the record", "reference_phases": phases,
               "shifts_h": shifts, "undetermined": undetermined, "applied": mode == "auto" and bool(shifts),
               "lags_h": {m: {v: round(float(x), 2) for v, x in row.items() if np.isfinite(x)}
                          for m, row in lags.iterrows()}}
@@ -142,7 +166,9 @@ def summary(report: dict[str, Any]) -> str:
             by_k.setdefault(k, []).append(m)
         parts = [f"{len(ms)} months {k:+d} h ({ms[0]} .. {ms[-1]})" for k, ms in sorted(by_k.items())]
         verb = "realigned" if report.get("applied") else "NOT realigned (weather_clock=off)"
-        text = f"weather clock: {', '.join(parts)} against the first year; {verb}"
+        against = "the model's training clock" if report.get("reference", "").startswith("the model") \
+            else "the first year"
+        text = f"weather clock: {', '.join(parts)} against {against}; {verb}"
     if report.get("undetermined"):
         text += f"; undetermined: {', '.join(report['undetermined'])}"
     return text

@@ -219,7 +219,7 @@ def build_store(data_dir: str | Path, out: str | Path | None, res_km: float = 3.
                 command: str | None = None,
                 emission_proxy_points: tuple[list[float], list[float]] | None = None,
                 weather_clock: str = "auto", emission_proxy_grid: Grid | None = None,
-                outside_stations: str = "error") -> xr.Dataset:
+                outside_stations: str = "error", weather_clock_reference: dict | None = None) -> xr.Dataset:
     """Read `data_dir`, put everything on the grid and write the store to `out` (skip writing if None).
 
     Optional inputs (meteorology.nc, satellite.nc, emissions.nc or emission totals, static.nc or the elevation
@@ -227,9 +227,11 @@ def build_store(data_dir: str | Path, out: str | Path | None, res_km: float = 3.
     stations by IDW. `train_period`: None (default: all but the final 365 days), an end time, or (start, end).
     `emission_proxy_points` (lons, lats): the points whose density spreads national emission totals over the
     grid (default: this directory's stations; a model's inputs pin its training stations, so a new station
-    set does not move the emissions; `emission_proxy_grid`: the grid over which that density has mean 1, a model's
-    training grid when `grid` grows around it, so its cells keep their values). `weather_clock`: 'auto' realigns station weather months that run whole
-    hours off the first year's clock, 'off' only reports them (`features.clock`; attrs `weather_clock`).
+    set does not move the emissions; `emission_proxy_grid`: the grid over which that density has mean 1, a
+    model's training grid when `grid` grows around it, so its cells keep their values). `weather_clock`: 'auto'
+    realigns station weather months that run whole hours off the reference clock, 'off' only reports them
+    (`features.clock`; attrs `weather_clock`); the reference is the record's first year, or
+    `weather_clock_reference` (a model's training record's phases, so a later year alone is judged by them).
     `outside_stations`: a station off a given `grid` is an error ('error'), or left out ('drop', listed with
     the reason in attrs `dropped_stations`).
     """
@@ -244,7 +246,8 @@ def build_store(data_dir: str | Path, out: str | Path | None, res_km: float = 3.
         ctx = store_build.Context(data_dir=data_dir, res_km=res_km, grid=grid, margin_km=margin_km,
                                   elevation=elevation, emission_totals=emission_totals,
                                   emission_proxy_points=emission_proxy_points, weather_clock=weather_clock,
-                                  emission_proxy_grid=emission_proxy_grid, outside_stations=outside_stations)
+                                  emission_proxy_grid=emission_proxy_grid, outside_stations=outside_stations,
+                                  weather_clock_reference=weather_clock_reference)
         for name, fn in steps:
             bar(name)
             fn(ctx)

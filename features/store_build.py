@@ -48,6 +48,7 @@ class Context:
     outside_stations: str = "error"  # stations off a given grid: 'error', or 'drop' (listed in `dropped`)
     dropped: dict[str, str] = field(default_factory=dict)  # station -> why it is not in the store
     weather_clock: str = "auto"  # features.clock: 'auto' realigns months whose weather runs whole hours off
+    weather_clock_reference: dict | None = None  # features.clock.reference_phases of a model's training record
     clock_report: dict = field(default_factory=dict)
     ds: xr.Dataset = field(default_factory=xr.Dataset)
     st: xr.Dataset | None = None
@@ -88,7 +89,8 @@ def step_stations(ctx: Context) -> None:
 
     st = read_stations(ctx.data_dir)
     ctx.utc_offset = str(st.attrs.get("source_utc_offset", "+08:00"))
-    st, ctx.clock_report = correct_weather_clock(st, ctx.utc_offset, ctx.weather_clock)
+    st, ctx.clock_report = correct_weather_clock(st, ctx.utc_offset, ctx.weather_clock,
+                                                 ctx.weather_clock_reference)
     if ctx.clock_report["shifts_h"] or ctx.clock_report["undetermined"]:
         logging.getLogger("aqcast.features").warning(summary(ctx.clock_report))
     ctx.st = st

@@ -97,6 +97,23 @@ def test_short_record_is_not_judged() -> None:
     assert {x for lags in rep["lags_h"].values() for x in lags.values()} == {0.0}
 
 
+def test_a_later_year_alone_is_judged_by_the_models_clock() -> None:
+    """A directory holding only a later year whose every month runs late is on time against itself; against
+    the reference phases of the record a model was trained on, every month is found late and realigned."""
+    rec, true = _weather(late_from="2014-11-01")
+    model_ref = correct_weather_clock(rec, OFFSET)[1]["reference_phases"]  # the training record's first year
+    assert set(model_ref) == {"t2m", "sp"} and len(model_ref["t2m"]) == 12
+    local = pd.DatetimeIndex(rec["time"].values) + pd.Timedelta(hours=8)
+    later = np.flatnonzero(local >= pd.Timestamp("2015-01-01"))
+    alone, alone_true = rec.isel(time=later), true.isel(time=later)
+    assert correct_weather_clock(alone, OFFSET)[1]["shifts_h"] == {}  # its own first year is late too
+    out, rep = correct_weather_clock(alone, OFFSET, reference=model_ref)
+    months = sorted(set(local[later].strftime("%Y-%m")))
+    assert rep["shifts_h"] == {m: 1 for m in months} and rep["applied"] and rep["reference_phases"] == model_ref
+    np.testing.assert_array_equal(out["t2m"].values[:, :-1], alone_true["t2m"].values[:, :-1])
+    assert "the model's training clock" in summary(rep)
+
+
 def test_bad_mode_is_a_data_error() -> None:
     rec, _ = _weather(months=2)
     with pytest.raises(DataError, match="weather_clock"):
@@ -114,6 +131,13 @@ def test_store_records_the_rule(tmp_path) -> None:
     assert rep["mode"] == "auto" and rep["shifts_h"] == {} and not rep["applied"]
     assert json.loads(build_store(d, None, progress=False, weather_clock="off").attrs["weather_clock"])["mode"] \
         == "off"
+    from training.config import BuildOptions
+    from training.train import _store_options
+
+    opts = _store_options(BuildOptions(), ds)  # what a model trained on this store keeps
+    assert opts["weather_clock_reference"] == rep["reference_phases"] and rep["reference_phases"]["t2m"]
+    again = store_meta(build_store(d, None, progress=False, weather_clock_reference=opts["weather_clock_reference"]))
+    assert again["weather_clock"]["reference"].startswith("the model's training record")
 
 
 @pytest.mark.skipif(not (shared_data_dir() / "beijing").is_dir(), reason="needs ../shared/data/beijing")

@@ -236,3 +236,15 @@ def test_step_speed_times_stretches_from_the_logged_loss_and_skips_those_not_rea
     assert s["20-120"] == pytest.approx(0.5) and s["120-300"] == pytest.approx(0.5)
     assert s["10-110"] == pytest.approx((30 + 90 * 0.5) / 100)
     assert "400-600" not in s and s["steps"] == 300
+
+
+def test_clock_alone_cuts_every_station_file_at_the_date(tiny_raw_dir, tmp_path):
+    mod = load_script("clock_alone")
+    out = mod.cut_directory(tiny_raw_dir, tmp_path / "alone", "2021-01-20")
+    files = sorted(p.name for p in out.glob("PRSA_Data_*.csv"))
+    assert files == sorted(p.name for p in tiny_raw_dir.glob("PRSA_Data_*.csv")) and (out / "stations.csv").is_file()
+    for f in files:
+        df = pd.read_csv(out / f)
+        t = pd.to_datetime(df[["year", "month", "day", "hour"]])
+        assert t.min() == pd.Timestamp("2021-01-20") and list(df["No"]) == list(range(1, len(df) + 1))
+        assert len(df) == len(pd.read_csv(tiny_raw_dir / f)) - 19 * 24

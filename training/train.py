@@ -361,8 +361,9 @@ def _store_options(b: Any, ds: Any) -> dict[str, Any]:
     the points spreading the emission totals (training stations), the weather-clock rule."""
     from features.store_build import SIDE_FILES
 
-    clock = (_maybe_json(ds.attrs.get("weather_clock")) or {}).get("mode", "off")  # older stores: as recorded
-    opts: dict[str, Any] = {"margin_km": b.margin_km, "weather_clock": clock}
+    report = _maybe_json(ds.attrs.get("weather_clock")) or {}
+    opts: dict[str, Any] = {"margin_km": b.margin_km, "weather_clock": report.get("mode", "off"),  # older: as recorded
+                            "weather_clock_reference": report.get("reference_phases")}  # the clock it learnt
     srcs = (_maybe_json(ds.attrs.get("provenance")) or {}).get("sources", [])
     used = [str(x["path"]) for x in srcs if isinstance(x, dict) and "path" in x]
     for key, (_, name) in SIDE_FILES.items():
