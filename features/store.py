@@ -32,8 +32,9 @@ JSON_ATTRS = ("grid", "roles", "norm_stats", "train_period", "provenance", "qc_s
               "qc_summary_by_variable", "coverage", "missing_reasons", "weather_clock",
               "dropped_stations")
 TIME_CHUNK = 24 * 30
-STORE_VERSION = "3"  # 2: log1p statistics for every never-negative variable (models.config log_forcings);
+STORE_VERSION = "4"  # 2: log1p statistics for every never-negative variable (models.config log_forcings);
                      # 3: station weather realigned to the first year's clock (features.clock, attrs weather_clock)
+                     # 4: that clock's phases kept (weather_clock.reference_phases, a model's reference, M54)
 DEFAULT_HOLDOUT_DAYS = 365
 
 

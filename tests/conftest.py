@@ -130,7 +130,7 @@ def make_tiny_store(n_days: int = 20, seed: int = 0) -> xr.Dataset:
         stats[c] = {"mean": 0.0, "std": 1.0}
     qc_summary = {s: {"SPIKE": 2 * len(TINY_POLLUTANTS)} if s == "Bravo" else {} for s in stations}
     ds.attrs = {
-        "title": "aqcast feature store (tiny test fixture)", "store_version": "3", "timezone": "UTC",
+        "title": "aqcast feature store (tiny test fixture)", "store_version": "4", "timezone": "UTC",
         "source_utc_offset": "+08:00", "grid": grid.to_json(), "roles": json.dumps(roles),
         "norm_stats": json.dumps(stats),
         "train_period": json.dumps([train[0].isoformat() + "+00:00", train[1].isoformat() + "+00:00"]),
