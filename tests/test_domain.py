@@ -138,4 +138,8 @@ def test_backtest_points_off_the_grid(trained_like, tmp_path, monkeypatch) -> No
     (tmp_path / "far.csv").write_text(on + "shanghai,121.47,31.23\n")
     with pytest.raises(DataError, match="shanghai.*km outside"):
         run("far.csv", "c.csv")
+    (tmp_path / "swapped.csv").write_text(on + "swapped,40.0,116.38\n")
+    with pytest.raises(DataError, match="not a place.*swapped") as e:
+        run("swapped.csv", "c.csv")
+    assert "row 4" in str(e.value)
     assert not (tmp_path / "c.csv").exists()

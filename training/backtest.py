@@ -59,6 +59,10 @@ def read_points(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray, li
         except (TypeError, ValueError):
             problems.append(Problem(f"lon/lat not numeric: {r['lon']!r}, {r['lat']!r}", str(path), int(k) + 2))
             continue
+        if abs(lat) > 90 or abs(lon) > 180:
+            problems.append(Problem(f"lon {lon}, lat {lat} is not a place (lat within ±90, lon within ±180; "
+                                    "columns swapped?)", str(path), int(k) + 2))
+            continue
         ids.append(str(r["point_id"]))
         lons.append(lon), lats.append(lat), lines.append(int(k) + 2)
     if len(set(ids)) != len(ids):
