@@ -35,11 +35,8 @@ class TrainingInterrupted(Exception):
 
 # ---- feature store ------------------------------------------------------------------------------------------
 def _sha_file(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def store_key(data_dir: Path, cfg: TrainConfig) -> str:
@@ -358,12 +355,12 @@ def _log_final(cfg: TrainConfig, dm: Any, module: Any, metrics: dict[str, float]
 
 def _store_options(b: Any, ds: Any) -> dict[str, Any]:
     """How evaluate/backtest rebuild inputs on new data as for training: side files (emission totals, elevation),
-    the points spreading the emission totals (training stations), the weather-clock rule."""
+    the points spreading the emission totals (training stations), the weather-clock rule and reference."""
     from features.store_build import SIDE_FILES
 
-    report = _maybe_json(ds.attrs.get("weather_clock")) or {}
-    opts: dict[str, Any] = {"margin_km": b.margin_km, "weather_clock": report.get("mode", "off"),  # older: as recorded
-                            "weather_clock_reference": report.get("reference_phases")}  # the clock it learnt
+    clock = _maybe_json(ds.attrs.get("weather_clock")) or {}  # its rule and the clock it learnt (M50, M54)
+    opts: dict[str, Any] = {"margin_km": b.margin_km, "weather_clock": clock.get("mode", "off"),
+                            "weather_clock_reference": clock.get("reference_phases")}
     srcs = (_maybe_json(ds.attrs.get("provenance")) or {}).get("sources", [])
     used = [str(x["path"]) for x in srcs if isinstance(x, dict) and "path" in x]
     for key, (_, name) in SIDE_FILES.items():
