@@ -100,6 +100,14 @@ def month_lags(st: xr.Dataset, utc_offset: str,
     return pd.DataFrame(out)
 
 
+def reference_offset(phases: dict[str, dict[str, float]], reference: dict[str, dict[str, float]]) -> float | None:
+    """Mean lag (hours, + = later) of one clock reference against another over the calendar months both hold;
+    None when they share none. A store judged against its own first year that runs late shows it here."""
+    lags = [_lag(phases[v][m], reference[v][m], h) for v, h in PHASE_VARS.items()
+            for m in set(phases.get(v, {})) & set(reference.get(v, {}))]
+    return float(np.mean(lags)) if lags else None
+
+
 def decide(lags: pd.DataFrame) -> tuple[dict[str, int], list[str]]:
     """Whole-hour shift per month (non-zero ones only) and the months left undetermined (the lags disagree)."""
     shifts: dict[str, int] = {}

@@ -114,6 +114,24 @@ def test_a_later_year_alone_is_judged_by_the_models_clock() -> None:
     assert "the model's training clock" in summary(rep)
 
 
+def test_a_store_of_a_late_year_alone_is_flagged_against_the_models_clock(capsys) -> None:
+    from features.clock import reference_offset
+    from training.commands import _check_store_clock
+
+    rec, true = _weather(late_from="2014-11-01")
+    model_ref = correct_weather_clock(true, OFFSET)[1]["reference_phases"]
+    local = pd.DatetimeIndex(rec["time"].values) + pd.Timedelta(hours=8)
+    alone = rec.isel(time=np.flatnonzero(local >= pd.Timestamp("2015-01-01")))
+    own = correct_weather_clock(alone, OFFSET)[1]["reference_phases"]  # what `aqcast features build` keeps
+    assert reference_offset(own, model_ref) == pytest.approx(1.0, abs=0.3)
+    assert abs(reference_offset(model_ref, model_ref)) < 1e-9 and reference_offset({}, model_ref) is None
+    meta = {"store_options": {"weather_clock_reference": model_ref}}
+    _check_store_clock(xr.Dataset(attrs={"weather_clock": json.dumps({"reference_phases": own})}), meta, "S")
+    assert "+1.0 h off the clock the model was trained on" in capsys.readouterr().err
+    _check_store_clock(xr.Dataset(attrs={"weather_clock": json.dumps({"reference_phases": model_ref})}), meta, "S")
+    assert capsys.readouterr().err == ""
+
+
 def test_bad_mode_is_a_data_error() -> None:
     rec, _ = _weather(months=2)
     with pytest.raises(DataError, match="weather_clock"):

@@ -99,6 +99,7 @@ def evaluate(
         ds = open_store(store)
         if store_grid(ds) != grid_from_meta(meta):
             raise DataError(f"--store {store} is not on the model's grid; use --data to rebuild it")
+        _check_store_clock(ds, meta, store)
     else:
         ds = build_store_for(data, meta, echo=lambda m: typer.echo(f"note: {m}", err=True))
     stations = [s.strip() for s in held_out.split(",") if s.strip()] or None
@@ -162,3 +163,19 @@ def promote(
 
     set_alias(name, version, alias, tracking_uri)
     typer.echo(f"models:/{name}@{alias} -> models:/{name}/{version}")
+
+
+def _check_store_clock(ds, meta: dict, store: str) -> None:
+    """Warn when a store's weather clock was judged against a first year that runs whole hours off the model's
+    (a store of a later year alone, built by `aqcast features build`): `--data` rebuilds it on the model's clock."""
+    import json
+
+    from features.clock import reference_offset
+
+    ref = (meta.get("store_options") or {}).get("weather_clock_reference")
+    mine = (json.loads(ds.attrs.get("weather_clock", "{}")) or {}).get("reference_phases")
+    lag = reference_offset(mine, ref) if ref and mine else None
+    if lag is not None and abs(lag) >= 0.5:
+        typer.echo(f"warning: --store {store} judged its weather clock against a first year {lag:+.1f} h off the "
+                   "clock the model was trained on, so its weather may run that far off the model's; --data DIR "
+                   "rebuilds the inputs on the model's clock", err=True)
