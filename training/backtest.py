@@ -125,7 +125,7 @@ def run_backtest(model: Any, meta: dict[str, Any], data_dir: str | Path, t_from:
         _stores(meta, data_dir, ids, lon, lat, echo)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fc = np.zeros((inits.size, int(meta["leads"]), len(SPECIES), 3, len(ids)), np.float32)
+    fc = np.zeros((inits.size, int(meta["leads"]), len(SPECIES), 3, len(ids)), np.float32)  # rounds as before
     from tqdm.auto import tqdm
 
     bar = tqdm(total=int(inits.size) * len(parts), unit="init", desc="backtest", disable=None)
