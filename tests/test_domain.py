@@ -135,6 +135,11 @@ def test_backtest_points_off_the_grid(trained_like, tmp_path, monkeypatch) -> No
     kept = both[both["point_id"] != "east"].reset_index(drop=True)
     pd.testing.assert_frame_equal(kept, alone)  # a point off the grid changes nothing on it
     assert any("east" in m and "grown" in m for m in said)
+    both_band = run_backtest(model, meta, outside, "2021-01-06T00:00+08:00", "2021-01-06T00:00+08:00", "24h",
+                             tmp_path / "both.csv", tmp_path / "r.csv", echo=said.append, rolling_bands=2)
+    assert len(both_band) == 5 * 3 * 2
+    rolled = [m for m in said if m.startswith("rolled band")]
+    assert [m.rsplit("(", 1)[-1] for m in rolled] == ["points on the model grid)", "points off it)"]
     (tmp_path / "far.csv").write_text(on + "shanghai,121.47,31.23\n")
     with pytest.raises(DataError, match="shanghai.*km outside"):
         run("far.csv", "c.csv")

@@ -144,7 +144,8 @@ def run_backtest(model: Any, meta: dict[str, Any], data_dir: str | Path, t_from:
             warm = verified.warm_up(model, meta, ds, inits[0], parse_every(every), batch_size, met_error, seed,
                                     chunk)
             if echo and warm:
-                echo(f"rolled band: {warm} forecasts issued before --from verified first")
+                where = (" (points on the model grid)", " (points off it)")[k] if len(parts) > 1 else ""
+                echo(f"rolled band: {warm} forecasts issued before --from verified first{where}")
         for c0 in range(0, inits.size, chunk):  # chunks bound memory ([N, L, 2, 3, Y, X] per chunk)
             part = inits[c0:c0 + chunk]
             sampler, _ = make_sampler(ds, part, meta, model)
