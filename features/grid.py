@@ -102,9 +102,15 @@ class Grid(BaseModel):
 
     def contains(self, lon: Any, lat: Any) -> np.ndarray:
         """True where a lon/lat point falls in a cell of the grid."""
+        return self.cells(lon, lat)[2]
+
+    def cells(self, lon: Any, lat: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, col, inside): the rounded cell indices (floats, NaN where the projection fails) of each lon/lat and
+        whether that cell is on the grid."""
         x, y = self.project(np.atleast_1d(np.asarray(lon, float)), np.atleast_1d(np.asarray(lat, float)))
         col, row = np.rint((x - self.x0) / self.res_m), np.rint((y - self.y0) / self.res_m)
-        return np.isfinite(col) & np.isfinite(row) & (col >= 0) & (col < self.nx) & (row >= 0) & (row < self.ny)
+        inside = np.isfinite(col) & np.isfinite(row) & (col >= 0) & (col < self.nx) & (row >= 0) & (row < self.ny)
+        return row, col, inside
 
     # ---- geometry -----------------------------------------------------------------------------------
     @property
@@ -143,11 +149,8 @@ class Grid(BaseModel):
         """Cell (row, col) containing each lon/lat; ints for scalars. Raises `OutOfDomainError`."""
         scalar = np.ndim(lon) == 0 and np.ndim(lat) == 0
         lon_a, lat_a = np.atleast_1d(np.asarray(lon, float)), np.atleast_1d(np.asarray(lat, float))
-        x, y = self.project(lon_a, lat_a)
-        col = np.rint((x - self.x0) / self.res_m)
-        row = np.rint((y - self.y0) / self.res_m)
-        bad = ~(np.isfinite(col) & np.isfinite(row) & (col >= 0) & (col < self.nx) & (row >= 0)
-                & (row < self.ny))
+        row, col, inside = self.cells(lon_a, lat_a)
+        bad = ~inside
         if bad.any():
             k = int(np.flatnonzero(bad)[0])
             lo, la = self.bounds_lonlat()

@@ -22,10 +22,8 @@ LON_NAMES = ("longitude", "lon")
 def station_cells(grid: Grid, lon: Any, lat: Any, names: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """(row, col) int32 of each station; `OutOfDomainError` naming every station outside the grid."""
     lon, lat = np.asarray(lon, float), np.asarray(lat, float)
-    x, y = grid.project(lon, lat)
-    col = np.rint((x - grid.x0) / grid.res_m)
-    row = np.rint((y - grid.y0) / grid.res_m)
-    bad = ~(np.isfinite(row) & np.isfinite(col) & (row >= 0) & (row < grid.ny) & (col >= 0) & (col < grid.nx))
+    row, col, inside = grid.cells(lon, lat)
+    bad = ~inside
     if bad.any():
         names = list(names) if names is not None else [str(k) for k in range(lon.size)]
         lo, la = grid.bounds_lonlat()
