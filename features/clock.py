@@ -4,10 +4,10 @@ A logger whose clock drifts by an hour moves every weather column of a station f
 dew point, rain, wind) against the pollutants and against the sun. The sun fixes two cycles: temperature's
 daily harmonic and the pressure tide's half-daily one. For each month of the record (local time, all stations
 pooled) their phase is compared with the same calendar month in the first twelve months of the record, or of the
-record a model was trained on (the reference: its clock is taken as right; it travels in the model's store options,
-so a directory holding only a later year is judged against the model's clock, not its own); the two lags, in hours, are averaged and rounded. A month is moved
-only when both lags agree with the rounded shift within `TOLERANCE_H`; otherwise it is left as recorded and
-reported as undetermined. Realigning a month that runs `k` hours late gives each of its hours the weather
+record a model was trained on (the reference: its clock is taken as right; it travels in the model's store
+options, so a directory holding only a later year is judged against the model's clock, not its own); the two
+lags, in hours, are averaged and rounded. A month is moved only when both lags agree with the rounded shift
+within `TOLERANCE_H`; otherwise it is left as recorded and reported as undetermined. Realigning a month that runs `k` hours late gives each of its hours the weather
 recorded `k` hours later (the month's last `k` hours take the next month's first, or NaN at the record's end).
 
 Measured on `../shared/data/beijing` (docs/decisions.md M50): every month from 2014-11 to 2016-02 runs one hour
@@ -156,7 +156,7 @@ def correct_weather_clock(st: xr.Dataset, utc_offset: str, mode: str = "auto",
     lags = month_lags(st, utc_offset, phases)
     shifts, undetermined = decide(lags)
     report = {"mode": mode, "reference": "the model's training record (its first twelve months)" if given
-              else "first twelve months of the record", "reference_phases": phases,
+              else "first twelve months of the record", "reference_from_model": given, "reference_phases": phases,
               "shifts_h": shifts, "undetermined": undetermined, "applied": mode == "auto" and bool(shifts),
               "lags_h": {m: {v: round(float(x), 2) for v, x in row.items() if np.isfinite(x)}
                          for m, row in lags.iterrows()}}
@@ -174,8 +174,7 @@ def summary(report: dict[str, Any]) -> str:
             by_k.setdefault(k, []).append(m)
         parts = [f"{len(ms)} months {k:+d} h ({ms[0]} .. {ms[-1]})" for k, ms in sorted(by_k.items())]
         verb = "realigned" if report.get("applied") else "NOT realigned (weather_clock=off)"
-        against = "the model's training clock" if report.get("reference", "").startswith("the model") \
-            else "the first year"
+        against = "the model's training clock" if report.get("reference_from_model") else "the first year"
         text = f"weather clock: {', '.join(parts)} against {against}; {verb}"
     if report.get("undetermined"):
         text += f"; undetermined: {', '.join(report['undetermined'])}"
