@@ -7,8 +7,9 @@ pooled) their phase is compared with the same calendar month in the first twelve
 record a model was trained on (the reference: its clock is taken as right; it travels in the model's store
 options, so a directory holding only a later year is judged against the model's clock, not its own); the two
 lags, in hours, are averaged and rounded. A month is moved only when both lags agree with the rounded shift
-within `TOLERANCE_H`; otherwise it is left as recorded and reported as undetermined. Realigning a month that runs `k` hours late gives each of its hours the weather
-recorded `k` hours later (the month's last `k` hours take the next month's first, or NaN at the record's end).
+within `TOLERANCE_H`; otherwise it is left as recorded and reported as undetermined. Realigning a month that
+runs `k` hours late gives each of its hours the weather recorded `k` hours later (the month's last `k` hours take
+the next month's first, or NaN at the record's end).
 
 Measured on `../shared/data/beijing` (docs/decisions.md M50): every month from 2014-11 to 2016-02 runs one hour
 late (lags 0.76-1.72 h); the 20 months before are on time (|lag| <= 0.55 h).
