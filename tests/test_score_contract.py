@@ -77,3 +77,24 @@ def test_by_month_groups_by_the_month_the_init_was_issued(tmp_path):
     t = mod.by_month(mod.matched(str(fc), str(d), [])).set_index("month")
     assert list(t.index) == ["2021-01", "2021-02"] and (t["n"] == 6).all()
     assert t.loc["2021-01", "coverage"] == 1.0 and t.loc["2021-02", "coverage"] == 0.0 and (t["MAE"] == 4.0).all()
+
+
+def test_by_point_sets_each_point_beside_its_own_persistence(tmp_path):
+    d = write_uci_dir(tmp_path / "data", n_days=4)
+    rows, want = [], {}
+    for station, g in _raw(d).groupby("station"):
+        g = g.set_index("local")
+        init = pd.Timestamp("2021-01-02T00:00")
+        for lead in (1, 24):
+            obs, at_init = g.loc[init + pd.Timedelta(hours=lead), "PM2.5"], g.loc[init, "PM2.5"]
+            rows.append({"init_time": "2021-01-02T00:00+08:00", "lead_hours": lead, "point_id": station,
+                         "species": "pm25", "p10": 0.0, "p50": obs + 5.0, "p90": 1e3})
+            want[(station, lead)] = abs(at_init - obs)
+    fc = tmp_path / "forecasts.csv"
+    pd.DataFrame(rows).to_csv(fc, index=False)
+    mod = _load()
+    t = mod.by_point(mod.matched(str(fc), str(d), []), leads=(1, 24)).set_index("point")
+    assert sorted(t.index) == sorted({s for s, _ in want})
+    for (station, lead), w in want.items():
+        assert t.loc[station, f"MAE {lead} h"] == 5.0
+        assert t.loc[station, f"persistence {lead} h"] == round(float(w), 1)

@@ -282,15 +282,18 @@ def read_stations(directory: str | Path, *, utc_offset: str = "+08:00",
         problems += probs.final()
         if res is not None:
             parsed.setdefault(name, []).append((f.name, res))
-    if table is not None:
-        file_stations = {_station_from_name(f) for f in files}
-        for s in table.index:
-            if s not in file_stations:
-                problems.append(Problem(f"station {s!r} has no {PREFIX}{s}_*.csv file in {directory}",
-                                        file="stations.csv", column="station"))
     if problems:
         raise DataError(problems)
-    return _assemble(parsed, table, utc_offset, sources)
+    ds = _assemble(parsed, table, utc_offset, sources)
+    unused = sorted(set(table.index) - {_station_from_name(f) for f in files})
+    if unused:  # a catalogue may list more stations than the directory holds (e.g. some held back): not an error
+        import logging
+
+        ds.attrs["listed_without_file"] = json.dumps(unused)
+        logging.getLogger("aqcast.features").warning(
+            f"stations.csv lists {len(unused)} station{'s' if len(unused) > 1 else ''} with no {PREFIX}<station>_*.csv "
+            f"file in {directory}, left out: {', '.join(unused)}")
+    return ds
 
 
 def _assemble(parsed: dict, table: pd.DataFrame, utc_offset: str, sources: list[dict]) -> xr.Dataset:
