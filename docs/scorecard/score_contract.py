@@ -92,8 +92,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("forecasts", nargs="+", help="contract CSV(s), then the data directory")
     ap.add_argument("--held-out", default="", help="comma-separated point ids never used as model inputs")
-    ap.add_argument("--by-month", action="store_true", help="coverage and MAE (all leads) per month of the init")
-    ap.add_argument("--by-point", action="store_true", help="MAE per point beside persistence at the point")
+    how = ap.add_mutually_exclusive_group()
+    how.add_argument("--by-month", action="store_true", help="coverage and MAE (all leads) per month of the init")
+    how.add_argument("--by-point", action="store_true", help="MAE per point beside persistence at the point")
     a = ap.parse_args()
     *files, data_dir = a.forecasts
     if not files:
