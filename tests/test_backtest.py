@@ -94,6 +94,17 @@ def test_out_of_grid_point_is_a_clear_error(tmp_path, tiny_store, model_meta):
     assert "far_away" in msg and "outside the model grid" in msg and "row 4" in msg
 
 
+def test_points_file_saved_by_a_spreadsheet_reads(tmp_path):
+    """A byte-order mark and spaces around the header names (as spreadsheets save CSV) are not errors."""
+    from training.backtest import read_points
+
+    p = tmp_path / "points.csv"
+    p.write_bytes("point_id, lon ,lat\nTiantan,116.407,39.886\n007,116.655,40.127\n".encode("utf-8-sig"))
+    ids, lon, lat, lines = read_points(p)
+    assert ids == ["Tiantan", "007"] and lines == [2, 3]
+    np.testing.assert_allclose(lon, [116.407, 116.655]) and np.testing.assert_allclose(lat, [39.886, 40.127])
+
+
 def test_bad_points_and_times(tmp_path, tiny_store, model_meta):
     model, meta = model_meta
     bad = tmp_path / "bad.csv"

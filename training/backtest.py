@@ -44,7 +44,7 @@ def read_points(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray, li
     path = Path(path)
     if not path.is_file():
         raise MissingInputError(Problem("points file not found", file=str(path)))
-    df = pd.read_csv(path, dtype={"point_id": str})
+    df = pd.read_csv(path, dtype={"point_id": str}, encoding="utf-8-sig")  # a spreadsheet's byte-order mark too
     df.columns = [c.strip() for c in df.columns]
     miss = [c for c in ("point_id", "lon", "lat") if c not in df.columns]
     if miss:
