@@ -16,6 +16,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -287,8 +288,6 @@ def read_stations(directory: str | Path, *, utc_offset: str = "+08:00",
     ds = _assemble(parsed, table, utc_offset, sources)
     unused = sorted(set(table.index) - {_station_from_name(f) for f in files})
     if unused:  # a catalogue may list more stations than the directory holds (e.g. some held back): not an error
-        import logging
-
         ds.attrs["listed_without_file"] = json.dumps(unused)
         logging.getLogger("aqcast.features").warning(
             f"stations.csv lists {len(unused)} station{'s' if len(unused) > 1 else ''} with no {PREFIX}<station>_*.csv "
