@@ -77,13 +77,12 @@ def read_points(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray, li
 def place_points(path: str | Path, points: tuple, grid: Any) -> tuple[np.ndarray, np.ndarray]:
     """(rows, cols) of the points on `grid`; a point outside it is an error naming its line."""
     ids, lon, lat, lines = points
-    inside = grid.contains(lon, lat)
+    rows, cols, inside = grid.cells(lon, lat)  # one projection for the check and the cells
     if not inside.all():
         raise DataError([Problem(f"point {ids[k]!r} at lon {lon[k]}, lat {lat[k]} lies outside the model grid "
                                  f"({grid.nx} x {grid.ny} cells); the model cannot forecast there", str(path),
                                  lines[k]) for k in np.flatnonzero(~inside)])
-    rows, cols = grid.lonlat_to_rowcol(lon, lat)
-    return np.asarray(rows).ravel(), np.asarray(cols).ravel()
+    return rows.astype(np.int64), cols.astype(np.int64)
 
 
 def format_rows(inits: np.ndarray, fc: np.ndarray, ids: list[str], offset: str) -> pd.DataFrame:
