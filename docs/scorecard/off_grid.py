@@ -101,6 +101,9 @@ def main() -> None:
     if a.what == "stores":
         stores(a.data_dir, Path(a.rest[0]), leave)
         return
+    bad = [r for r in a.rest if "=" not in r]
+    if bad:
+        ap.error(f"{a.what} takes TAG=forecasts.csv arguments, got {' '.join(bad)}")
     t = (table if a.what == "table" else bias)(str(a.data_dir), leave, a.rest)
     print("| " + " | ".join(t.columns) + " |\n|" + "---|" * len(t.columns))
     for row in t.itertuples(index=False):
