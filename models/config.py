@@ -52,6 +52,9 @@ class ModelConfig(BaseModel):
     log_forcings: tuple[str, ...] = ()
     forcing_changes: bool = False  # each lead also sees every forcing's change since the init hour
     skip_gate: bool = False  # the decoder scales the persistence skip per lead and cell by 2 sigmoid(g), g = 0 at init
+    # the skip's weight per lead also follows the valid local hour (so, per lead, the issue hour): alpha + c . (sin,
+    # cos of 1 and 2 cycles a day), c zero at init; needs the hour_sin/hour_cos forcings
+    skip_hour: bool = False
     # training-only heads for other pollutants' P50 (multi-task), e.g. [pm10, no2, co]; not in the forecast
     aux_targets: tuple[str, ...] = ()
     decoder_film: bool = False  # the weather at each lead scales the init-hour state's projection (1 + FiLM, 0 at init)

@@ -140,6 +140,10 @@ class AQNet(QuantileFrame):
             self.film = nn.Conv2d(self.f_proj.in_channels, d, 1)
             nn.init.zeros_(self.film.weight)
             nn.init.zeros_(self.film.bias)
+        if cfg.skip_hour:  # built last, zero-initialised: the skip starts as the per-lead constant
+            if self.hour_idx is None:
+                raise ValueError("model.skip_hour needs the hour_sin and hour_cos forcings")
+            self.skip_hour_coef = nn.Parameter(torch.zeros(n_leads, len(cfg.species), 4))
         if cfg.aux_targets:  # training-only heads for other pollutants (multi-task); never in the forecast
             self.aux_norm = Normalizer([f"obs_{p}" for p in cfg.aux_targets], norm_stats)
             self.aux_head = nn.Conv2d(d, len(cfg.aux_targets), 1)
@@ -322,6 +326,8 @@ class AQNet(QuantileFrame):
             same = self.same_hour(base)
         out = self.head(hid).reshape(-1, n_leads, n_sp, 3, ny, nx)
         alpha, gain = self.alpha.reshape(1, n_leads, n_sp, 1, 1), self.head_gain.reshape(1, n_leads, n_sp, 1, 1)
+        if self.cfg.skip_hour:  # [B, L, 4, Y, X] . [L, sp, 4] -> a weight per lead, species and valid hour
+            alpha = alpha + torch.einsum("blkyx,lsk->blsyx", self.hour_basis(fut), self.skip_hour_coef)
         skip = alpha * base[:, :n_sp].unsqueeze(1)
         if self.cfg.skip_gate:  # the decoder's own factor on the skip, in (0, 2)
             skip = skip * 2 * torch.sigmoid(self.skip_gate(hid).reshape(-1, n_leads, n_sp, ny, nx))

@@ -167,6 +167,31 @@ def test_evaluate_rolls_the_band_from_the_forecasts_before_from_as_a_longer_run_
     np.testing.assert_array_equal(rolled[..., ~verify], pred[..., ~verify])  # held out: the model's band
 
 
+def test_sampler_on_the_needed_hours_and_gathered_cells_forecast_as_the_whole_grid(tiny_store, model_meta):
+    """make_sampler loads only the hours its inits need, and run_model's `cells` keeps only those cells: the
+    forecasts equal those of a sampler over the whole store, cut from the whole grid."""
+    from features.windows import WindowSampler
+    from training.evaluate import init_times, make_sampler, run_model, time_window
+
+    model, meta = model_meta
+    t0 = np.datetime64("2021-01-03T00:00", "ns")
+    inits = init_times(t0, t0 + np.timedelta64(18, "h"), 6)
+    sampler, _ = make_sampler(tiny_store, inits, meta, model, input_stations=["Alpha", "Bravo", "Charlie"])
+    assert sampler.times.size == (6 - 1) + 18 + 5 + 1 < tiny_store.sizes["time"]
+    whole = WindowSampler(tiny_store, inits, history=6, leads=5, input_stations=["Alpha", "Bravo", "Charlie"],
+                          **{f"{k}_vars": v for k, v in meta["channels"].items()})
+    for k in range(len(inits)):
+        for key, a in whole[k].items():
+            np.testing.assert_array_equal(sampler[k][key], a, err_msg=key)
+    r, c = sampler.station_row.astype(int), sampler.station_col.astype(int)
+    grid = run_model(model, whole, batch_size=2)
+    at = run_model(model, sampler, batch_size=2, cells=(r, c))
+    assert grid.shape[-2:] == (tiny_store.sizes["y"], tiny_store.sizes["x"]) and at.shape[-1] == r.size
+    np.testing.assert_array_equal(at, grid[..., r, c])
+    later = np.datetime64("2031-01-01T00:00", "ns")  # no hour of the store there: the store as it is
+    assert time_window(tiny_store, later, later + np.timedelta64(5, "h")) is tiny_store
+
+
 def test_new_data_directory_gets_the_models_inputs(tmp_path, monkeypatch) -> None:
     """A data directory with no emission file beside it and a different station set still gets the emission
     inputs the model was trained with: the side file comes from the model's store options and the emission

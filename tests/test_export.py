@@ -104,9 +104,9 @@ def meta_stats(meta: dict) -> dict:
 
 def test_parity_with_decoder_options_and_diurnal_band(tmp_path: Path, tiny_store):
     """The decoder options (lead-axis convolutions, trailing forcing windows, the forcing's change since init,
-    two layers, precipitation in log1p space: those of configs/beijing.yaml; the skip gate, FiLM, one decoder per
-    species) and the diurnal factor of the band (`gap_hour`, read from the hour_sin / hour_cos forcings inside the
-    graph) export and match PyTorch."""
+    two layers, precipitation in log1p space: those of configs/beijing.yaml; the skip gate and its hourly weight,
+    FiLM, one decoder per species) and the diurnal factor of the band (`gap_hour`, read from the hour_sin /
+    hour_cos forcings inside the graph) export and match PyTorch."""
     import torch
 
     from training.bench import model_for_store
@@ -114,7 +114,7 @@ def test_parity_with_decoder_options_and_diurnal_band(tmp_path: Path, tiny_store
 
     model, meta = model_for_store(tiny_store, TINY_CFG | {"lead_dilations": [1, 4], "forcing_windows": [6, 24],
                                                      "forcing_changes": True, "decoder_layers": 2,
-                                                     "skip_gate": True, "decoder_film": True,
+                                                     "skip_gate": True, "skip_hour": True, "decoder_film": True,
                                                      "log_forcings": ["met_tp"], "species_decoders": True})
     assert model.dec.groups == 2 and model.lead_convs[0].conv.groups == 2
     assert model.hour_idx is not None and model.f_proj.in_channels == 6 * len(model.forcing_names)
@@ -126,6 +126,7 @@ def test_parity_with_decoder_options_and_diurnal_band(tmp_path: Path, tiny_store
         for lc in model.lead_convs:
             torch.nn.init.normal_(lc.conv.weight, std=0.1)
         torch.nn.init.normal_(model.skip_gate.weight, std=0.1)
+        torch.nn.init.normal_(model.skip_hour_coef, std=0.1)
         torch.nn.init.normal_(model.film.weight, std=0.1)
         model.gap_hour.copy_(torch.tensor([[[0.2, -0.1, 0.05, 0.0]] * 2, [[0.4, 0.1, 0.0, -0.1]] * 2]))
     stats = meta_stats(meta)

@@ -79,13 +79,23 @@ def channels_of(meta: dict[str, Any], model: Any) -> dict[str, list[str]]:
     return {"obs": list(model.obs_names), "forcing": list(model.forcing_names), "static": list(model.static_names)}
 
 
+def time_window(ds, start: np.datetime64, end: np.datetime64):
+    """The store's hours within [start, end] (a view, no copy); the whole store when none fall there."""
+    times = ds["time"].values.astype("datetime64[ns]")
+    i0, i1 = np.searchsorted(times, start), np.searchsorted(times, end, side="right")
+    return ds.isel(time=slice(i0, i1)) if i1 > i0 else ds
+
+
 def make_sampler(ds, inits: np.ndarray, meta: dict[str, Any], model: Any, **kw):
-    """WindowSampler over `inits` with the model's channels, the store padded so every init has a window."""
+    """WindowSampler over `inits` with the model's channels, on the store's hours those windows need only (the
+    sampler loads its arrays once: a chunk of inits costs its own hours, not the record's), padded so every init
+    has a window."""
     from features.windows import COMPUTED_CHANNELS, WindowSampler
 
     h = int(meta.get("history", getattr(getattr(model, "cfg", None), "history", 24)))
     n_l = int(meta.get("leads", getattr(getattr(model, "cfg", None), "leads", 72)))
-    ds = pad_time(ds, inits.min() - (h - 1) * HOUR, inits.max() + n_l * HOUR)
+    start, end = inits.min() - (h - 1) * HOUR, inits.max() + n_l * HOUR
+    ds = pad_time(time_window(ds, start, end), start, end)
     ch = channels_of(meta, model)
     missing = [v for v in ch["obs"] + ch["forcing"] + ch["static"]
                if v not in ds and v not in COMPUTED_CHANNELS and f"stn_{v[4:]}" not in ds]
@@ -124,9 +134,12 @@ def add_met_error(sample: dict[str, np.ndarray], forcing_names: list[str], histo
 
 
 def run_model(model: Any, sampler, batch_size: int = 16, met_error: bool = False, seed: int = 0,
-              forcing_names: list[str] | None = None, echo=None) -> np.ndarray:
-    """Forecast every sampler item -> [N, L, 2, 3, Y, X] float32 (ug m-3). Progress: a bar on a terminal for
-    long runs; with `echo` and no bar (a log, CI), about ten `forecast: i/N inits` lines instead."""
+              forcing_names: list[str] | None = None, echo=None,
+              cells: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Forecast every sampler item -> [N, L, 2, 3, Y, X] float32 (ug m-3), or with `cells` = (rows, cols) only
+    those cells, [N, L, 2, 3, P], gathered batch by batch (a year of grids is GBs; its stations are MBs).
+    Progress: a bar on a terminal for long runs; with `echo` and no bar (a log, CI), about ten
+    `forecast: i/N inits` lines instead."""
     import torch
 
     keys = ("obs", "obs_mask", "forcing", "forcing_mask", "static")
@@ -147,7 +160,8 @@ def run_model(model: Any, sampler, batch_size: int = 16, met_error: bool = False
                 for it in items:
                     add_met_error(it, forcing_names or sampler.forcing_vars, sampler.history, rng)
             x = [torch.from_numpy(np.stack([it[k] for it in items])) for k in keys]
-            outs.append(model(*x).numpy().astype(np.float32))
+            out = model(*x).numpy()
+            outs.append((out if cells is None else out[..., cells[0], cells[1]]).astype(np.float32))
     return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
 
 
@@ -179,9 +193,8 @@ def forecast_at_stations(model: Any, meta: dict[str, Any], ds, inits: np.ndarray
                          echo=None) -> tuple[np.ndarray, np.ndarray, list]:
     """-> (pred [N, L, 2, 3, S], obs [N, L, 2, S] NaN-missing, station names); inputs = stations fed to obs."""
     sampler, _ = make_sampler(ds, inits, meta, model, input_stations=inputs)
-    fc = run_model(model, sampler, batch_size, met_error, echo=echo)
-    rows, cols = sampler.station_row.astype(int), sampler.station_col.astype(int)
-    pred = fc[..., rows, cols]
+    cells = sampler.station_row.astype(int), sampler.station_col.astype(int)
+    pred = run_model(model, sampler, batch_size, met_error, echo=echo, cells=cells)
     return pred, station_obs(sampler), sampler.target_stations
 
 
