@@ -15,10 +15,10 @@ def test_skip_hour_starts_as_the_per_lead_skip_then_moves_it_by_hour():
     with torch.no_grad():
         torch.testing.assert_close(hourly(*x), plain(*x))
         hourly.skip_hour_coef[:, :, 1] = 0.3  # + 0.3 cos(2 pi hour / 24) on every lead's weight
-        fut = hourly.future_features(x[2], x[3])
-        _, base = hourly.state(*x)
-        p50, _, _ = hourly.raw_parts(*hourly.state(*x)[:1], fut, base)
-        plain_p50, _, _ = plain.raw_parts(*plain.state(*x)[:1], plain.future_features(x[2], x[3]), base)
+        fut = hourly.future_features(x[2], x[3])  # the same weights but the new one: the same z, fut and base
+        z, base = hourly.state(*x)
+        p50, _, _ = hourly.raw_parts(z, fut, base)
+        plain_p50, _, _ = plain.raw_parts(z, fut, base)
         cos = hourly.hour_basis(fut)[:, :, 1]  # [B, L, Y, X]
         want = plain_p50 + 0.3 * cos.unsqueeze(2) * base[:, :2].unsqueeze(1)
         torch.testing.assert_close(p50, want, atol=1e-5, rtol=1e-5)
