@@ -55,6 +55,10 @@ class ModelConfig(BaseModel):
     # the skip's weight per lead also follows the valid local hour (so, per lead, the issue hour): alpha + c . (sin,
     # cos of 1 and 2 cycles a day), c zero at init; needs the hour_sin/hour_cos forcings
     skip_hour: bool = False
+    # cells that observed a species at the init hour get their own skip weight and decoder gain on top of the
+    # shared ones (alpha + own * alpha_own, gain + own * gain_own per lead and species, zero at init): the
+    # station drop-out makes the shared weight a compromise between exact and spread init values
+    skip_observed: bool = False
     # training-only heads for other pollutants' P50 (multi-task), e.g. [pm10, no2, co]; not in the forecast
     aux_targets: tuple[str, ...] = ()
     decoder_film: bool = False  # the weather at each lead scales the init-hour state's projection (1 + FiLM, 0 at init)

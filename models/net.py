@@ -14,7 +14,8 @@ Pipeline (all fully convolutional, limited receptive field, so large grids can b
    at the same local hour on the last day of the history (`same_hour`);
 5. p50 (normalised log space) = head_gain[lead, species] * head + alpha[lead, species] * spread last
    observation (persistence skip; the cell's own observation where it has one with `persistence_exact`;
-   with `skip_gate` times 2 sigmoid of a decoder output, so the weather since init sets how much persists)
+   with `skip_gate` times 2 sigmoid of a decoder output, so the weather since init sets how much persists;
+   with `skip_observed` alpha and head_gain have their own increments at cells that observed the init hour)
    [+ beta[lead, species] * the same hour's value with `diurnal_inputs`: diurnal persistence];
    p10 = p50 - softplus, p90 = p50 + softplus (monotone), expm1 back to ug m-3, then relu (non-negative).
    The calibration scales of the gaps come in two classes, blended per cell by its `station_weight`: cells
@@ -147,6 +148,9 @@ class AQNet(QuantileFrame):
         if cfg.aux_targets:  # training-only heads for other pollutants (multi-task); never in the forecast
             self.aux_norm = Normalizer([f"obs_{p}" for p in cfg.aux_targets], norm_stats)
             self.aux_head = nn.Conv2d(d, len(cfg.aux_targets), 1)
+        if cfg.skip_observed:  # built last, zero-initialised: observed cells start with the shared skip and gain
+            self.alpha_own = nn.Parameter(torch.zeros(n_leads, len(cfg.species)))
+            self.gain_own = nn.Parameter(torch.zeros(n_leads, len(cfg.species)))
 
     def normalisation(self) -> dict[str, dict[str, Any]]:
         """{channel: {mean, std, log1p}} as this net's normalisers apply them (for the model card)."""
@@ -158,7 +162,8 @@ class AQNet(QuantileFrame):
     def _obs_features(self, obs: torch.Tensor, obs_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """-> folded features [B, C_in, Y, X] and the skip's base [B, 2 * n_sp, Y, X]: the targets' spread
         last observation, then `station_weight` of each species (with `diurnal_inputs`, then the targets'
-        history at the cell: `_target_history`, 2 * H * n_sp more channels)."""
+        history at the cell: `_target_history`, 2 * H * n_sp more channels; with `skip_observed`, last, n_sp
+        channels: 1 where the cell observed the species at the init hour)."""
         _, h, co, ny, nx = obs.shape
         m = (obs_mask > 0.5).to(obs.dtype)
         z = torch.where(m > 0, self.obs_norm(obs, dim=2), torch.zeros_like(obs))
@@ -176,6 +181,8 @@ class AQNet(QuantileFrame):
         parts = [self._species(last), weight]
         if self.cfg.diurnal_inputs:
             parts += self._target_history(z, m)
+        if self.cfg.skip_observed:  # last: 1 where the cell observed the species at the init hour
+            parts.append(self._species(m[:, h - 1]))
         return folded, torch.cat(parts, dim=1)
 
     def _target_history(self, z: torch.Tensor, m: torch.Tensor) -> list[torch.Tensor]:
@@ -194,7 +201,7 @@ class AQNet(QuantileFrame):
         """The skip base with `diurnal_inputs` [B, 2 n_sp (1 + H), Y, X] -> at each lead the targets' value and
         weight at the same local hour on the last day of the history [B, L, 2 * n_sp, Y, X]."""
         n_sp, h = len(self.cfg.species), self.cfg.history
-        hist = base[:, 2 * n_sp:].reshape(base.shape[0], 2, h, n_sp, base.shape[-2], base.shape[-1])
+        hist = base[:, 2 * n_sp:2 * n_sp * (1 + h)].reshape(base.shape[0], 2, h, n_sp, *base.shape[-2:])
         sel = hist.index_select(2, self.diurnal_idx).transpose(1, 2)  # [B, L, 2, n_sp, Y, X]
         return sel.reshape(sel.shape[0], sel.shape[1], 2 * n_sp, sel.shape[-2], sel.shape[-1])
 
@@ -328,6 +335,10 @@ class AQNet(QuantileFrame):
         alpha, gain = self.alpha.reshape(1, n_leads, n_sp, 1, 1), self.head_gain.reshape(1, n_leads, n_sp, 1, 1)
         if self.cfg.skip_hour:  # [B, L, 4, Y, X] . [L, sp, 4] -> a weight per lead, species and valid hour
             alpha = alpha + torch.einsum("blkyx,lsk->blsyx", self.hour_basis(fut), self.skip_hour_coef)
+        if self.cfg.skip_observed:  # cells with their own init-hour observation: their own weight and gain
+            own = base[:, -n_sp:].unsqueeze(1)  # [B, 1, n_sp, Y, X]
+            alpha = alpha + own * self.alpha_own.reshape(1, n_leads, n_sp, 1, 1)
+            gain = gain + own * self.gain_own.reshape(1, n_leads, n_sp, 1, 1)
         skip = alpha * base[:, :n_sp].unsqueeze(1)
         if self.cfg.skip_gate:  # the decoder's own factor on the skip, in (0, 2)
             skip = skip * 2 * torch.sigmoid(self.skip_gate(hid).reshape(-1, n_leads, n_sp, ny, nx))

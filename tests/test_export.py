@@ -104,8 +104,8 @@ def meta_stats(meta: dict) -> dict:
 
 def test_parity_with_decoder_options_and_diurnal_band(tmp_path: Path, tiny_store):
     """The decoder options (lead-axis convolutions, trailing forcing windows, the forcing's change since init,
-    two layers, precipitation in log1p space: those of configs/beijing.yaml; the skip gate and its hourly weight,
-    FiLM, one decoder per species) and the diurnal factor of the band (`gap_hour`, read from the hour_sin /
+    two layers, precipitation in log1p space: those of configs/beijing.yaml; the skip gate, its hourly weight,
+    its own weight at observed cells, FiLM, one decoder per species) and the diurnal factor of the band (`gap_hour`, read from the hour_sin /
     hour_cos forcings inside the graph) export and match PyTorch."""
     import torch
 
@@ -115,6 +115,7 @@ def test_parity_with_decoder_options_and_diurnal_band(tmp_path: Path, tiny_store
     model, meta = model_for_store(tiny_store, TINY_CFG | {"lead_dilations": [1, 4], "forcing_windows": [6, 24],
                                                      "forcing_changes": True, "decoder_layers": 2,
                                                      "skip_gate": True, "skip_hour": True, "decoder_film": True,
+                                                     "skip_observed": True, "persistence_exact": True,
                                                      "log_forcings": ["met_tp"], "species_decoders": True})
     assert model.dec.groups == 2 and model.lead_convs[0].conv.groups == 2
     assert model.hour_idx is not None and model.f_proj.in_channels == 6 * len(model.forcing_names)
@@ -127,6 +128,8 @@ def test_parity_with_decoder_options_and_diurnal_band(tmp_path: Path, tiny_store
             torch.nn.init.normal_(lc.conv.weight, std=0.1)
         torch.nn.init.normal_(model.skip_gate.weight, std=0.1)
         torch.nn.init.normal_(model.skip_hour_coef, std=0.1)
+        torch.nn.init.normal_(model.alpha_own, std=0.1)
+        torch.nn.init.normal_(model.gain_own, std=0.1)
         torch.nn.init.normal_(model.film.weight, std=0.1)
         model.gap_hour.copy_(torch.tensor([[[0.2, -0.1, 0.05, 0.0]] * 2, [[0.4, 0.1, 0.0, -0.1]] * 2]))
     stats = meta_stats(meta)
