@@ -131,6 +131,11 @@ def test_evaluate_scorecard_train_and_held_out(tmp_path, tiny_store, model_meta)
     # no terminal under pytest: the forecast's progress comes as lines (a log or CI sees it move)
     assert said[0].startswith("forecasting 7 inits") and "forecast: 0/7 inits" in said
     assert sum(m.startswith("forecast: ") for m in said) == 4  # batches of 2: 0, 2, 4, 6
+    # and after the forecast no silent minute: each later stage says what it is doing before it starts
+    after = said[said.index("forecast: 6/7 inits") + 1:]
+    assert after[0].startswith("references: persistence, climatology")
+    assert any(m.startswith("GBT reference: predicting 7 inits") for m in after)
+    assert after[-1].startswith("scoring by lead")
     res = rep["results"]
     assert set(res) == {"train_stations", "held_out_stations"}
     assert {"skill_vs_persistence", "skill_vs_climatology", "skill_vs_blend"} <= set(res["train_stations"])

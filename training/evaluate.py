@@ -241,6 +241,8 @@ def evaluate_model(model: Any, meta: dict[str, Any], ds, t_from: str, t_to: str,
         band_notes = [(f"P10/P90 band at the input stations rescaled at each init from their forecasts verified in "
                        f"the {rolling_bands:g} days before it, those issued before --from included "
                        "(--rolling-bands, models/rolling_bands.py); held-out stations: the model's band")]
+    if echo:
+        echo("references: persistence, climatology and their blend, fitted on the data before --from ...")
     n_l = pred.shape[1]
     ds_p = pad_time(ds, inits.min() - 24 * HOUR, inits.max() + n_l * HOUR)
     ss = StationSeries(ds_p["time"].values.astype("datetime64[ns]"), names,
@@ -279,6 +281,8 @@ def evaluate_model(model: Any, meta: dict[str, Any], ds, t_from: str, t_to: str,
                     "(init, lead, station) samples as the deep model. Held-out stations: GBT cannot forecast "
                     "there (it needs the point's own pollutant history), so the references are IDW persistence "
                     "of the input stations and the pooled climatology")
+    if echo:
+        echo("scoring by lead and station group; the margin over the trees resampled by weeks ...")
     results, summ = {}, {}
     for group, sel, refs in (("train_stations", is_in, refs_in), ("held_out_stations", ~is_in, refs_out)):
         if sel.any():

@@ -84,6 +84,8 @@ def gbt_forecast(ds_p, meta: dict[str, Any], inits: np.ndarray, inputs: list[str
         tr_init = init_indices(ss, train[0], train[1], 1, n_l, valid_inside=True)[::3]
         if tr_init.size < 10:
             raise ValueError(f"too few training inits for the GBT reference ({tr_init.size})")
+        echo(f"GBT reference: fitting on {tr_init.size} training inits at {len(inputs)} stations (about a minute "
+             "on 2 cores; cached for the next run) ...")
         g = GBTReference(leads=n_l, **kw).fit(ss, train_rows, tr_init)
         g.fit_note = (f"fitted on {tr_init.size} training inits (every 3 h, all valid times inside "
                       f"{str(train[0])[:16]} .. {str(train[1])[:16]} UTC) in {time.time() - tic:.0f} s")
@@ -95,6 +97,7 @@ def gbt_forecast(ds_p, meta: dict[str, Any], inits: np.ndarray, inputs: list[str
         how = f"{g.fit_note}, cached {path}"
     echo(f"GBT reference {how}")
     idx = ((inits - ss.times[0]) // HOUR).astype(int)
+    echo(f"GBT reference: predicting {idx.size} inits x {len(inputs)} stations ...")
     tic = time.time()
     p = g.predict(ss, idx)
     echo(f"GBT predicted {idx.size} inits x {len(inputs)} stations in {time.time() - tic:.0f} s")
