@@ -72,6 +72,8 @@ class ModelCard(BaseModel):
                                                         "training (inside the graph) and their coverage")
     weight_averaging: dict[str, Any] | None = Field(None, description="which weights were registered: method "
                                                     "(none / tail / best_last), best_step, the steps averaged")
+    persistence_blend: dict[str, Any] | None = Field(None, description="the P50's weight toward a cell's own "
+                                                     "init-hour observation per lead and species (inside the graph)")
 
     def write(self, directory: str | Path) -> Path:
         """Write `model_card.json` into `directory`; returns its path."""

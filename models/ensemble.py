@@ -6,7 +6,8 @@ weights, not the weather, are the cause. The members share the input features (n
 spreading, forcing windows: no learned weights) and nothing else; each trains on its own loss
 (`decode_members`), and the ensemble forecast averages their P50 and raw P10/P90 gaps in the targets'
 normalised log1p space (= the mean of the members' quantiles there) before one calibration of the gaps
-(`gap_scale`, `gap_hour`, `gap_season`), which therefore fits the ensemble's band, not a member's. One module, so one
+(`gap_scale`, `gap_hour`, `gap_season`) and of the P50 at observed cells (`p50_persist`), which therefore fit
+the ensemble, not a member. One module, so one
 checkpoint, one registered version and one ONNX graph. With `member_encoders` the members differ in their encoder
 too (e.g. one dilated, one U-Net): the same averaging, over architectures as well as initialisations.
 """
@@ -39,6 +40,7 @@ class AQEnsemble(QuantileFrame):
         self.register_buffer("gap_scale", torch.ones_like(lead.gap_scale))
         self.register_buffer("gap_hour", torch.zeros_like(lead.gap_hour))
         self.register_buffer("gap_season", torch.zeros_like(lead.gap_season))
+        self.register_buffer("p50_persist", torch.zeros_like(lead.p50_persist))
         self.hidden = one.hidden
 
     @property
@@ -97,6 +99,7 @@ class AQEnsemble(QuantileFrame):
         return torch.cat(outs)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        """Weights saved before `gap_season` existed load with no seasonal factor."""
+        """Weights saved before `gap_season` / `p50_persist` existed load with no seasonal factor / no blend."""
         state_dict.setdefault(prefix + "gap_season", torch.zeros_like(self.gap_season))
+        state_dict.setdefault(prefix + "p50_persist", torch.zeros_like(self.p50_persist))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -1,6 +1,7 @@
 """What every gridded quantile forecaster shares after its decoder: the calibration of the P10/P90 gaps
-(buffers `gap_scale`, `gap_hour` and `gap_season`, fitted by `training.calibrate`), quantiles in ug m-3 and the
-forward.
+(buffers `gap_scale`, `gap_hour` and `gap_season`, fitted by `training.calibrate`), the P50's blend toward the
+init-hour observation where a cell has one (`p50_persist`, fitted by `training.blend_fit`), quantiles in ug m-3 and
+the forward.
 
 A subclass provides `state`, `future_features`, `decode_parts`, `hour_basis`, `season_basis`, `target_norm`,
 `normalisation` (for the model card) and `cfg`; `models.net.AQNet` (one network) and `models.ensemble.AQEnsemble` (members
@@ -21,9 +22,11 @@ class QuantileFrame(nn.Module):
         """Scale the raw gaps [B, L, 2, Y, X] by `gap_scale` blended between its two cell classes by the
         station weight w in `base`: s_unobserved + w (s_observed - s_unobserved), times the diurnal factor
         exp(basis . gap_hour) of the valid local hour where the model has the hour forcings, and the seasonal
-        factor exp(season . gap_season) of the valid day of year where it has the day-of-year forcings."""
+        factor exp(season . gap_season) of the valid day of year where it has the day-of-year forcings. The
+        P50 first moves toward the init-hour observation where the cell has one (`persistence_blend`)."""
         n_leads, n_sp = self.cfg.leads, len(self.cfg.species)
         ny, nx = p50.shape[-2], p50.shape[-1]
+        p50 = self.persistence_blend(p50, base)
         own = base[:, n_sp:2 * n_sp].reshape(-1, 1, n_sp, 1, ny, nx)  # station weight
         g = self.gap_scale.reshape(1, n_leads, n_sp, 2, 2, 1, 1)
         scale = g[:, :, :, :, 1] + own * (g[:, :, :, :, 0] - g[:, :, :, :, 1])  # [B, L, n_sp, 2, Y, X]
@@ -34,6 +37,14 @@ class QuantileFrame(nn.Module):
         if season is not None:  # seasonal factor, the same way
             scale = scale * torch.exp(torch.einsum("blfyx,ksf->blksyx", season, self.gap_season))
         return p50, g_lo * scale[:, :, :, 0], g_hi * scale[:, :, :, 1]
+
+    def persistence_blend(self, p50: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """p50 [B, L, 2, Y, X] (normalised log space) moved toward the init-hour observation by `p50_persist`
+        [L, 2] at the cells that observed the species then (the last channels of `base`); elsewhere as it is."""
+        n_sp = len(self.cfg.species)
+        observed = base[:, -n_sp:].unsqueeze(1)  # [B, 1, n_sp, Y, X]
+        a = self.p50_persist.reshape(1, self.cfg.leads, n_sp, 1, 1)
+        return p50 + observed * a * (base[:, :n_sp].unsqueeze(1) - p50)
 
     def decode(self, z: torch.Tensor, fut: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         """`decode_parts` -> quantiles [B, L, 2, 3, Y, X] in ug m-3 (monotone, non-negative)."""

@@ -124,6 +124,9 @@ class AQNet(QuantileFrame):
         # seasonal factor on the gaps: exp(sum_f gap_season[species, side, f] * (sin, cos of the valid day of
         # year)_f), from the doy_sin/doy_cos forcing (0 = none; `optim.calibrate_season`); 1 without them
         self.register_buffer("gap_season", torch.zeros(len(cfg.species), 2, 2))
+        # at cells that observed a species at the init hour the P50 moves toward that observation by this weight
+        # per lead (0 = off; fitted on training-period inits after training, `training.blend_fit`)
+        self.register_buffer("p50_persist", torch.zeros(n_leads, len(cfg.species)))
         self.doy_idx = ([self.forcing_names.index(n) for n in ("doy_sin", "doy_cos")]
                         if {"doy_sin", "doy_cos"} <= set(self.forcing_names) else None)
         if cfg.diurnal_inputs:  # built last, so a model without them initialises exactly as before
@@ -162,8 +165,8 @@ class AQNet(QuantileFrame):
     def _obs_features(self, obs: torch.Tensor, obs_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """-> folded features [B, C_in, Y, X] and the skip's base [B, 2 * n_sp, Y, X]: the targets' spread
         last observation, then `station_weight` of each species (with `diurnal_inputs`, then the targets'
-        history at the cell: `_target_history`, 2 * H * n_sp more channels; with `skip_observed`, last, n_sp
-        channels: 1 where the cell observed the species at the init hour)."""
+        history at the cell: `_target_history`, 2 * H * n_sp more channels), last n_sp channels: 1 where the
+        cell observed the species at the init hour (`skip_observed`, `p50_persist`)."""
         _, h, co, ny, nx = obs.shape
         m = (obs_mask > 0.5).to(obs.dtype)
         z = torch.where(m > 0, self.obs_norm(obs, dim=2), torch.zeros_like(obs))
@@ -181,8 +184,7 @@ class AQNet(QuantileFrame):
         parts = [self._species(last), weight]
         if self.cfg.diurnal_inputs:
             parts += self._target_history(z, m)
-        if self.cfg.skip_observed:  # last: 1 where the cell observed the species at the init hour
-            parts.append(self._species(m[:, h - 1]))
+        parts.append(self._species(m[:, h - 1]))  # last: 1 where the cell observed the species at init
         return folded, torch.cat(parts, dim=1)
 
     def _target_history(self, z: torch.Tensor, m: torch.Tensor) -> list[torch.Tensor]:
@@ -376,4 +378,5 @@ class AQNet(QuantileFrame):
         state_dict.setdefault(prefix + "head_gain", torch.ones_like(self.head_gain))
         state_dict.setdefault(prefix + "gap_hour", torch.zeros_like(self.gap_hour))
         state_dict.setdefault(prefix + "gap_season", torch.zeros_like(self.gap_season))
+        state_dict.setdefault(prefix + "p50_persist", torch.zeros_like(self.p50_persist))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

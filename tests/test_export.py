@@ -130,6 +130,7 @@ def test_parity_with_decoder_options_and_diurnal_band(tmp_path: Path, tiny_store
         torch.nn.init.normal_(model.skip_hour_coef, std=0.1)
         torch.nn.init.normal_(model.alpha_own, std=0.1)
         torch.nn.init.normal_(model.gain_own, std=0.1)
+        model.p50_persist.uniform_(0.0, 1.0)  # the P50's blend toward the init-hour observation, in the graph
         torch.nn.init.normal_(model.film.weight, std=0.1)
         model.gap_hour.copy_(torch.tensor([[[0.2, -0.1, 0.05, 0.0]] * 2, [[0.4, 0.1, 0.0, -0.1]] * 2]))
     stats = meta_stats(meta)

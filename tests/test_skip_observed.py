@@ -16,7 +16,7 @@ def test_skip_observed_starts_as_the_shared_skip_then_moves_only_observed_cells(
         z, base = own.state(*x)
         fut = own.future_features(x[2], x[3])
         p50, _, _ = own.raw_parts(z, fut, base)
-        plain_p50, _, _ = plain.raw_parts(z, fut, base[:, :-2])
+        plain_p50, _, _ = plain.raw_parts(z, fut, base)
         observed = x[1][:, -1, [own.species_idx[0], own.species_idx[1]]] > 0.5  # [B, 2, Y, X] at the init hour
         assert observed.any() and (~observed).any()
         torch.testing.assert_close(base[:, -2:], observed.float())

@@ -190,6 +190,10 @@ class OptimConfig(_Strict):
     calibrate_season: list[Literal["pm25", "o3"]] = Field(
         default_factory=list, description="with calibrate_hour: also fit a seasonal factor of the valid day of year "
         "on these species' gaps (needs the doy_sin/doy_cos forcings; M45)")
+    persistence_blend_every_h: int | None = Field(
+        None, ge=1, description="after training, fit per lead and species how far the P50 moves toward a cell's own "
+        "init-hour observation (weight in [0, 1]; buffer p50_persist), on training-period inits this many hours "
+        "apart at the input stations, before the quantile calibration; None = off (training.blend_fit)")
     precision: Literal["32", "bf16-mixed", "auto"] = Field(
         "32", description="training steps' arithmetic: float32, or bfloat16 autocast of the learned layers "
         "(weights, optimizer, validation, calibration and export stay float32); auto = bf16-mixed where the "

@@ -229,6 +229,16 @@ class AQDataModule(L.LightningDataModule):
         return self._in_order(WindowSampler(self.ds, t, target_stations=self.stations, drop_prob=d.drop_prob,
                                             **self._sampler_kw))
 
+    def train_period_dataloader(self, every_h: int) -> Any:
+        """Training-period inits every `every_h` hours at the input stations, none dropped, in order: what the
+        P50's blend toward the init-hour observation is fitted on (`training.blend_fit`)."""
+        from features.windows import WindowSampler
+
+        d = self.cfg.data
+        t = init_times(self.ds, self.periods["train"], every_h, d.history, d.leads, "train")
+        return self._in_order(WindowSampler(self.ds, t, target_stations=self.input_stations, drop_prob=0.0,
+                                            **self._sampler_kw))
+
     def windows(self) -> dict[str, list[str]]:
         """Train/val periods as ISO strings (UTC, explicit offset) for metadata."""
         def iso(t: np.datetime64) -> str:

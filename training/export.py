@@ -201,7 +201,7 @@ def build_card(model: Any, meta: Mapping[str, Any], parity_report: Parity | None
         normalisation=model.normalisation(),
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), code_version=code_version(),
         store=_str(meta.get("store")), quantile_calibration=meta.get("quantile_calibration"),
-        weight_averaging=meta.get("weight_averaging"))
+        weight_averaging=meta.get("weight_averaging"), persistence_blend=meta.get("persistence_blend"))
 
 
 def _str(v: Any) -> str | None:

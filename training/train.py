@@ -189,6 +189,7 @@ def run_training(cfg: TrainConfig, store: str | None = None, data: str | None = 
     import torch
 
     from training import tracking
+    from training.blend_fit import fit_after_training
     from training.datamodule import AQDataModule
     from training.heap import retain_freed_memory
     from training.module import AQModule
@@ -238,13 +239,14 @@ def run_training(cfg: TrainConfig, store: str | None = None, data: str | None = 
         mlflow.set_tags({k: v for k in ("budget_warning", "schedule_note") if (v := getattr(module, k))})
         averaging = choose_weights(cfg.optim.average_weights, module, trainer, run_dir)
         mlflow.set_tag("weights", f"{averaging['method']}: mean of steps {averaging['steps']}")
+        blend = fit_after_training(cfg, module, dm, echo)  # before the band's calibration, which then fits it
         calib = _calibrate(cfg, module, dm)
         _final_validation(module, dm)
         metrics = module.stats.scalars()
         per_lead = module.stats.per_lead()
         _log_final(cfg, dm, module, metrics, per_lead, run_dir, trainer, time.monotonic() - t0)
         meta = _meta(cfg, dm, store_path, run_id, run_name, metrics)
-        meta["quantile_calibration"], meta["weight_averaging"] = calib, averaging
+        meta["quantile_calibration"], meta["weight_averaging"], meta["persistence_blend"] = calib, averaging, blend
         version, uri = tracking.log_and_register(module.net, meta, run_id, cfg.tracking.registered_model,
                                                  cfg.tracking.alias)
         mlflow.set_tag("registered_model", uri)
