@@ -121,7 +121,9 @@ def test_the_net_blends_the_classes_by_its_station_weight():
     w = net.station_weight(b["obs_mask"])  # [B, 2, Y, X]
     seen = b["obs_mask"][:, -1] > 0.5  # OBS = (pm25, o3): the two species
     assert torch.all(w[seen] == 1.0) and torch.all((w >= 0) & (w <= 1)) and (w[~seen] < 1).any()
-    torch.testing.assert_close(net.state(*x)[1][:, 2:], w)  # the forward's own weight is the same
+    base = net.state(*x)[1]
+    torch.testing.assert_close(base[:, 2:4], w)  # the forward's own weight is the same
+    torch.testing.assert_close(base[:, 4:], seen.float())  # and last, whether the cell observed it at init
     with torch.no_grad():
         net.gap_scale.fill_(1.0)
         one = net(*x)
