@@ -71,6 +71,7 @@ def test_minimal_config_and_overrides(tmp_path: Path) -> None:
     (MINIMAL, ["data.history=12", "model.forcing_windows=[18]"], None, "forcing_windows must lie in 2..history (12"),
     (MINIMAL, ["data.drop_prob=0", "optim.dropped_weight=3"], None, "data.drop_prob is 0: none is withheld"),
     (MINIMAL, ["optim.mirror_prob=0.7"], "optim.mirror_prob", "less than or equal to 0.5"),
+    (MINIMAL, ["optim.persistence_blend_every_h=30"], None, "only with model.persistence_exact: true"),
 ])
 def test_bad_config_gives_clear_error(tmp_path: Path, text: str, overrides: list[str], where: str | None,
                                       words: str) -> None:

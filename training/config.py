@@ -243,6 +243,9 @@ class TrainConfig(_Strict):
         if self.optim.dropped_weight != 1.0 and self.data.drop_prob == 0:
             raise ValueError(f"optim.dropped_weight={self.optim.dropped_weight} weighs the stations that the station "
                              "drop-out withholds, but data.drop_prob is 0: none is withheld; set data.drop_prob > 0")
+        if self.optim.persistence_blend_every_h and not self.model.get("persistence_exact"):
+            raise ValueError("optim.persistence_blend_every_h blends the P50 toward a cell's own init-hour "
+                             "observation, which the model's skip carries only with model.persistence_exact: true")
         return self
 
     def model_config_obj(self) -> Any:
