@@ -8,7 +8,8 @@ moves the P50 toward the observation where the cell has one, P50 + a (obs - P50)
 space (`QuantileFrame.persistence_blend`), and leaves every other cell (held-out stations, the rest of the grid)
 as it was. It is fitted on training-period inits at the input stations, none withheld, by the mean absolute error
 of the P50 in that space: the validation year stays out of the P50. The network has seen those inits, so the
-weights come out no larger than a later year's data would pick. A buffer of the model (`p50_persist`), so the
+weights tend to come out smaller than a later year's data would pick (measured on three seeds: 0.41-0.44 against
+0.51-0.56 for PM2.5 at +1 h). A buffer of the model (`p50_persist`), so the
 ONNX artifact carries it; fitted before the P10/P90 calibration, which then fits the blended P50's band.
 """
 from __future__ import annotations
@@ -47,6 +48,8 @@ def collect(net: Any, loader: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     the station's cell [N, 2, S] (NaN where the cell did not observe it), in the targets' normalised log space."""
     net.p50_persist.zero_()
     idx = getattr(net, "lead", net).species_idx
+    if min(idx) < 0:
+        raise ValueError("the P50 blend needs both target species among the model's observation channels")
     ps, lasts, ts = [], [], []
     with torch.no_grad():
         for batch in loader:
