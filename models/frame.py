@@ -38,11 +38,15 @@ class QuantileFrame(nn.Module):
             scale = scale * torch.exp(torch.einsum("blfyx,ksf->blksyx", season, self.gap_season))
         return p50, g_lo * scale[:, :, :, 0], g_hi * scale[:, :, :, 1]
 
+    def observed_at_init(self, base: torch.Tensor) -> torch.Tensor:
+        """The skip base's last channels [B, n_sp, ...]: 1 where the cell observed the species at the init hour."""
+        return base[:, -len(self.cfg.species):]
+
     def persistence_blend(self, p50: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         """p50 [B, L, 2, Y, X] (normalised log space) moved toward the init-hour observation by `p50_persist`
         [L, 2] at the cells that observed the species then (the last channels of `base`); elsewhere as it is."""
         n_sp = len(self.cfg.species)
-        observed = base[:, -n_sp:].unsqueeze(1)  # [B, 1, n_sp, Y, X]
+        observed = self.observed_at_init(base).unsqueeze(1)  # [B, 1, n_sp, Y, X]
         a = self.p50_persist.reshape(1, self.cfg.leads, n_sp, 1, 1)
         return p50 + observed * a * (base[:, :n_sp].unsqueeze(1) - p50)
 

@@ -338,7 +338,7 @@ class AQNet(QuantileFrame):
         if self.cfg.skip_hour:  # [B, L, 4, Y, X] . [L, sp, 4] -> a weight per lead, species and valid hour
             alpha = alpha + torch.einsum("blkyx,lsk->blsyx", self.hour_basis(fut), self.skip_hour_coef)
         if self.cfg.skip_observed:  # cells with their own init-hour observation: their own weight and gain
-            own = base[:, -n_sp:].unsqueeze(1)  # [B, 1, n_sp, Y, X]
+            own = self.observed_at_init(base).unsqueeze(1)  # [B, 1, n_sp, Y, X]
             alpha = alpha + own * self.alpha_own.reshape(1, n_leads, n_sp, 1, 1)
             gain = gain + own * self.gain_own.reshape(1, n_leads, n_sp, 1, 1)
         skip = alpha * base[:, :n_sp].unsqueeze(1)

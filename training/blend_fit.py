@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.module import INPUTS, at_stations, station_forward
+from training.module import INPUTS, station_forward
 
 GRID = np.round(np.linspace(0.0, 1.0, 101), 2)
 REPORT_LEADS = (1, 2, 3, 6, 12, 24, 48, 72)
@@ -44,22 +44,21 @@ def fit_weights(p: np.ndarray, last: np.ndarray, t: np.ndarray, grid: np.ndarray
 
 
 def collect(net: Any, loader: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run `net` (no blend) over `loader` -> P50 and observation [N, L, 2, S] and the init-hour observation at
-    the station's cell [N, 2, S] (NaN where the cell did not observe it), in the targets' normalised log space."""
+    """Run `net` (no blend) over `loader` -> P50 and observation [N, L, 2, S] and the init-hour value of the
+    model's skip at the station's cell [N, 2, S] (NaN where the cell did not observe it), in the targets'
+    normalised log space: exactly what `QuantileFrame.persistence_blend` moves the P50 toward."""
     net.p50_persist.zero_()
-    idx = getattr(net, "lead", net).species_idx
-    if min(idx) < 0:
+    if min(getattr(net, "lead", net).species_idx) < 0:
         raise ValueError("the P50 blend needs both target species among the model's observation channels")
+    n_sp = net.p50_persist.shape[1]
     ps, lasts, ts = [], [], []
     with torch.no_grad():
         for batch in loader:
             row, col = batch["station_row"].long(), batch["station_col"].long()
-            p50, _, _ = station_forward(net, *(batch[k] for k in INPUTS), row, col, parts=True)
+            p50, _, _, base = station_forward(net, *(batch[k] for k in INPUTS), row, col, parts=True, base_too=True)
             ok = batch["target_mask"] > 0.5
             t = net.target_norm(torch.where(ok, batch["target"], torch.zeros_like(batch["target"])).clamp(min=0), dim=2)
-            at_init = at_stations(batch["obs"][:, -1, idx], row, col)  # [B, 2, S]
-            seen = at_stations(batch["obs_mask"][:, -1, idx], row, col) > 0.5
-            last = net.target_norm(at_init.clamp(min=0), dim=1)
+            last, seen = base[:, :n_sp], net.observed_at_init(base) > 0.5  # what the blend moves toward, and where
             ps.append(p50.numpy())
             ts.append(torch.where(ok, t, torch.full_like(t, float("nan"))).numpy())
             lasts.append(torch.where(seen, last, torch.full_like(last, float("nan"))).numpy())

@@ -35,7 +35,7 @@ def at_stations(a: torch.Tensor, row: torch.Tensor, col: torch.Tensor) -> torch.
 def station_forward(net: Any, obs: torch.Tensor, obs_mask: torch.Tensor, forcing: torch.Tensor,
                     forcing_mask: torch.Tensor, static: torch.Tensor, row: torch.Tensor,
                     col: torch.Tensor, parts: bool = False, members: bool = False,
-                    aux: bool = False) -> torch.Tensor | tuple[torch.Tensor, ...]:
+                    aux: bool = False, base_too: bool = False) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """AQNet's forecast at the station cells only -> [B, L, 2, 3, S] (ug m-3); with `parts`, the decoder's
     (p50, lower gap, upper gap) in normalised log space instead, each [B, L, 2, S] (for calibration); with
     `members`, each ensemble member's own forecast [M, B, L, 2, 3, S] (M = 1 for one net; for the loss), and
@@ -52,8 +52,9 @@ def station_forward(net: Any, obs: torch.Tensor, obs_mask: torch.Tensor, forcing
     f = at_stations(forcing, row, col).unsqueeze(-1)  # [B, H + L, Cf, S, 1]
     fm = at_stations(forcing_mask, row, col).unsqueeze(-1)
     fut = net.future_features(f, fm)
-    if parts:
-        return tuple(p[..., 0] for p in net.decode_parts(zs, fut, bs))
+    if parts:  # with `base_too` also the skip's base at the stations [B, C, S] (what the P50 blend is fitted on)
+        out = tuple(p[..., 0] for p in net.decode_parts(zs, fut, bs))
+        return out + (bs[..., 0],) if base_too else out
     if members and aux:
         return tuple(p[..., 0] for p in net.decode_members(zs, fut, bs, aux=True))
     if members:

@@ -34,7 +34,7 @@ def init_obs(ds, inits: np.ndarray, inputs: list[str]) -> np.ndarray:
 
 def blend(p50: np.ndarray, last: np.ndarray, a: np.ndarray) -> np.ndarray:
     """p50 [N, L, 2, S], last [N, 2, S], a [L, 2] -> the blended P50 (unchanged where `last` is NaN)."""
-    lp, ll = np.log1p(np.maximum(p50, 0)), np.log1p(np.maximum(last, 0))[:, None]
+    lp, ll = log1p(p50), log1p(last)[:, None]
     mixed = np.expm1((1 - a[None, :, :, None]) * lp + a[None, :, :, None] * ll)
     return np.where(np.isfinite(ll), mixed, p50)
 
