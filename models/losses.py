@@ -34,7 +34,7 @@ def masked_pinball(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
                    station_col: torch.Tensor, quantiles: Sequence[float] = (0.1, 0.5, 0.9),
                    space: str = "log1p", species_weight: Sequence[float] | None = None,
                    species_scale: Sequence[float] | None = None,
-                   station_weight: torch.Tensor | None = None) -> torch.Tensor:
+                   station_weight: torch.Tensor | None = None, level_power: float = 0.0) -> torch.Tensor:
     """Mean pinball loss over observed (mask==1) station/lead/species entries and quantiles.
 
     pred [B, L, 2, Q, Y, X] (ug m-3), target/mask [B, L, 2, S], station_row/col [B, S] (or [S]).
@@ -43,6 +43,10 @@ def masked_pinball(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
     comparison). `species_scale` (ug m-3 per species, default 1): prediction and target are divided by it
     before the transform, so with log1p an error counts about absolutely below that level and relatively above.
     `station_weight` [B, S] (default 1): each station's entries weigh that much in the weighted mean.
+    `level_power` g > 0: each entry also weighs (1 + the forecast's own P50, detached)^g, normalised to a mean of 1
+    per species over the observed entries: high-concentration cases count more, as they do in an MAE in ug m-3,
+    while the weight depends on the inputs only (not the target), so the loss is still minimised by each
+    quantile of the target given the inputs (`level_weights`).
     Returns 0 (with grad) when nothing is observed.
     """
     if station_row.dim() == 1:
@@ -50,6 +54,7 @@ def masked_pinball(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
         station_col = station_col.unsqueeze(0).expand(pred.shape[0], -1)
     p = gather_stations(pred, station_row, station_col)  # [B, L, 2, Q, S]
     keep = (mask > 0.5).unsqueeze(3)  # [B, L, 2, 1, S]
+    p_raw = p
     t = torch.where(mask > 0.5, target, torch.zeros_like(target)).unsqueeze(3)
     if species_scale is not None:
         sc = torch.as_tensor(list(species_scale), dtype=p.dtype, device=p.device).reshape(1, 1, -1, 1, 1)
@@ -59,6 +64,9 @@ def masked_pinball(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
     err = torch.where(keep, t - p, torch.zeros_like(p))
     loss = torch.maximum(q * err, (q - 1.0) * err)
     w = keep.to(p.dtype).expand_as(loss)
+    if level_power > 0:
+        lw = level_weights(p_raw, keep, list(quantiles).index(0.5), level_power)
+        loss, w = loss * lw, w * lw
     if species_weight is not None:
         sw = torch.as_tensor(list(species_weight), dtype=p.dtype, device=p.device).reshape(1, 1, -1, 1, 1)
         loss, w = loss * sw, w * sw
@@ -66,3 +74,13 @@ def masked_pinball(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
         stw = station_weight.to(p.dtype).reshape(station_weight.shape[0], 1, 1, 1, -1)
         loss, w = loss * stw, w * stw
     return loss.sum() / torch.clamp(w.sum(), min=1.0)
+
+
+def level_weights(p: torch.Tensor, keep: torch.Tensor, median_idx: int, power: float) -> torch.Tensor:
+    """Station quantiles p [B, L, 2, Q, S] (ug m-3) and the observed entries keep [B, L, 2, 1, S] -> weights
+    [B, L, 2, 1, S]: (1 + P50)^power from the detached P50, divided by their mean over each species' observed
+    entries (1 where nothing is observed)."""
+    lw = (1.0 + p[:, :, :, median_idx:median_idx + 1].detach().clamp(min=0.0)) ** power
+    k = keep.to(lw.dtype)
+    mean = (lw * k).sum(dim=(0, 1, 3, 4), keepdim=True) / k.sum(dim=(0, 1, 3, 4), keepdim=True).clamp(min=1.0)
+    return torch.where(mean > 0, lw / mean.clamp(min=1e-12), torch.ones_like(lw))

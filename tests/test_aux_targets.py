@@ -102,3 +102,23 @@ def test_dropped_weight_weighs_only_the_stations_dropped_from_the_inputs(tiny_st
         w = 1.0 + 2.0 * dropped.float()
         q = plain.station_quantiles(batch)
         torch.testing.assert_close(mod.member_losses(batch)[0], plain._loss(q, batch, batch["target_mask"], w))
+
+
+def test_level_power_reaches_the_training_and_validation_loss(tiny_store_path: Path):
+    from models.losses import level_weights
+
+    mod, dm = tiny_module(tiny_store_path, "optim.level_power=0.5")
+    plain, _ = tiny_module(tiny_store_path)
+    plain.load_state_dict(mod.state_dict())
+    batch = next(iter(dm.train_dataloader()))
+    with torch.no_grad():
+        q = plain.station_quantiles(batch)
+        keep = (batch["target_mask"] > 0.5).unsqueeze(3)
+        lw = level_weights(q, keep, 1, 0.5)
+        assert lw[keep].std() > 0.1  # the tiny world's levels differ: the weights are not all 1
+        assert not torch.allclose(mod.member_losses(batch), plain.member_losses(batch))
+        t = torch.log1p(torch.nan_to_num(batch["target"]).clamp(min=0)).unsqueeze(3)
+        err = t - torch.log1p(q.clamp(min=0))
+        qs = torch.tensor([0.1, 0.5, 0.9]).reshape(1, 1, 1, 3, 1)
+        pin = torch.maximum(qs * err, (qs - 1) * err) * keep * lw
+        torch.testing.assert_close(mod.member_losses(batch)[0], pin.sum() / (keep * lw).expand_as(pin).sum())

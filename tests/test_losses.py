@@ -1,7 +1,7 @@
 """masked_pinball: exact masking, gathering at station cells, quantile behaviour."""
 import torch
 
-from models.losses import gather_stations, masked_pinball
+from models.losses import gather_stations, level_weights, masked_pinball
 
 torch.set_num_threads(1)
 
@@ -87,6 +87,35 @@ def test_station_weight_is_a_weighted_mean_over_stations():
     torch.testing.assert_close(masked_pinball(pred, target, mask, row, col, station_weight=w),
                                (3 * per[0] + per[1]) / 4)
     assert not torch.isclose(both, (3 * per[0] + per[1]) / 4)
+
+
+def test_level_power_weighs_entries_by_their_own_detached_median():
+    pred = torch.zeros(1, 1, 2, 3, 1, 2)
+    pred[0, 0, :, 1, 0, 0], pred[0, 0, :, 1, 0, 1] = 8.0, 80.0  # P50 8 at station 0, 80 at station 1
+    pred.requires_grad_(True)
+    target = torch.tensor([[[[20.0, 200.0], [20.0, 200.0]]]])
+    mask, row, col = torch.ones(1, 1, 2, 2), torch.zeros(1, 2, dtype=torch.long), torch.tensor([[0, 1]])
+    plain = masked_pinball(pred, target, mask, row, col)
+    assert torch.equal(plain, masked_pinball(pred, target, mask, row, col, level_power=0.0))
+    per = [masked_pinball(pred, target, mask * (torch.arange(2) == s), row, col) for s in range(2)]
+    w = torch.tensor([9.0, 81.0]) ** 0.5  # (1 + P50)^0.5: 3 and 9, mean 6 per species
+    weighted = masked_pinball(pred, target, mask, row, col, level_power=0.5)
+    torch.testing.assert_close(weighted, (w[0] * per[0] + w[1] * per[1]) / w.sum())
+    assert weighted > plain  # the worse-forecast high case (80 against 200) now counts 3 times the low one
+    (g,) = torch.autograd.grad(weighted, pred)  # the weight is detached: the median's gradient is the pinball's
+    # d/dp of 0.5 |log1p t - log1p p| at p < t is -0.5 / (1 + p), times the entry's weight 9 / 6 over the total
+    # weight of the 12 entries (2 species x 3 quantiles x (0.5 + 1.5))
+    torch.testing.assert_close(g[0, 0, 0, 1, 0, 1], torch.tensor(-0.5 / 81.0 * 1.5 / 12.0))
+    keep = torch.tensor([[[[[1.0, 1.0]], [[1.0, 0.0]]]]]).bool()  # O3 observed at station 0 only: its weight 1
+    lw = level_weights(pred.detach().reshape(1, 1, 2, 3, 2), keep, 1, 0.5)
+    torch.testing.assert_close(lw[0, 0, :, 0], torch.tensor([[0.5, 1.5], [1.0, 3.0]]))
+    pred_nan_target = target.clone()
+    pred_nan_target[0, 0, 1, 1] = float("nan")  # an unobserved target changes neither weights nor loss
+    mask2 = mask.clone()
+    mask2[0, 0, 1, 1] = 0.0
+    a = masked_pinball(pred, target, mask2, row, col, level_power=0.5)
+    b = masked_pinball(pred, pred_nan_target, mask2, row, col, level_power=0.5)
+    assert torch.equal(a, b) and torch.isfinite(a)
 
 
 def test_median_stop_grad_keeps_the_tails_losses_off_the_median_in_training_only():

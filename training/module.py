@@ -190,7 +190,8 @@ class AQModule(CosineBudget, L.LightningModule):
         cols = torch.arange(n_s).expand(q.shape[0], n_s)
         return masked_pinball(q.unsqueeze(4), batch["target"], mask, zeros, cols, quantiles=self.quantiles,
                               space=o.loss_space, species_weight=o.species_weight,
-                              species_scale=o.species_scale, station_weight=station_weight)
+                              species_scale=o.species_scale, station_weight=station_weight,
+                              level_power=o.level_power)
 
     def _dropped_weight(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """Training's per-station loss weight [B, S]: `optim.dropped_weight` at stations withheld from this
