@@ -121,4 +121,6 @@ def test_level_power_reaches_the_training_and_validation_loss(tiny_store_path: P
         err = t - torch.log1p(q.clamp(min=0))
         qs = torch.tensor([0.1, 0.5, 0.9]).reshape(1, 1, 1, 3, 1)
         pin = torch.maximum(qs * err, (qs - 1) * err) * keep * lw
-        torch.testing.assert_close(mod.member_losses(batch)[0], pin.sum() / (keep * lw).expand_as(pin).sum())
+        expected = pin.sum() / (keep * lw).expand_as(pin).sum()
+        torch.testing.assert_close(mod.member_losses(batch)[0], expected)
+        torch.testing.assert_close(mod._loss(q, batch, batch["target_mask"]), expected)  # validation_step's loss
