@@ -43,6 +43,13 @@ def fit_weights(p: np.ndarray, last: np.ndarray, t: np.ndarray, grid: np.ndarray
     return a
 
 
+def apply_weights(p: np.ndarray, last: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """p [N, L, 2, S], last [N, 2, S] (NaN: the cell did not observe the init hour), a [L, 2] -> p + a (last - p)
+    where `last` exists, p elsewhere: `QuantileFrame.persistence_blend` in numpy, in the space the inputs are in."""
+    last_l = np.broadcast_to(last[:, None], p.shape)
+    return np.where(np.isfinite(last_l), p + a[None, :, :, None] * (last_l - p), p)
+
+
 def collect(net: Any, loader: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run `net` (no blend) over `loader` -> P50 and observation [N, L, 2, S] and the init-hour value of the
     model's skip at the station's cell [N, 2, S] (NaN where the cell did not observe it), in the targets'
@@ -71,9 +78,8 @@ def fit_persistence_blend(net: Any, loader: Any) -> dict[str, Any]:
     p, last, t = collect(net, loader)
     a = fit_weights(p, last, t)
     net.p50_persist.copy_(torch.as_tensor(a, dtype=net.p50_persist.dtype))
-    last_l = np.broadcast_to(last[:, None], p.shape)
-    ok = np.isfinite(last_l) & np.isfinite(t)
-    blended = p + a[None, :, :, None] * (last_l - p)
+    ok = np.isfinite(last[:, None]) & np.isfinite(t)
+    blended = apply_weights(p, last, a)
     leads = [ld for ld in REPORT_LEADS if ld <= p.shape[1]]
 
     def mae(x: np.ndarray) -> list[list[float]]:

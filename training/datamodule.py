@@ -222,21 +222,21 @@ class AQDataModule(L.LightningDataModule):
         calibration, with input stations dropped at random as in training (`data.drop_prob`, seeded) so
         that both cell classes, observed and unobserved at init, are seen. Issue hours matter: a lead's
         coverage depends on the hour it is valid at."""
-        from features.windows import WindowSampler
-
         d = self.cfg.data
-        t = init_times(self.ds, self.periods["val"], d.calib_every_h or d.val_every_h, d.history, d.leads, "val")
-        return self._in_order(WindowSampler(self.ds, t, target_stations=self.stations, drop_prob=d.drop_prob,
-                                            **self._sampler_kw))
+        return self._period_loader("val", d.calib_every_h or d.val_every_h, self.stations, d.drop_prob)
 
     def train_period_dataloader(self, every_h: int) -> Any:
         """Training-period inits every `every_h` hours at the input stations, none dropped, in order: what the
         P50's blend toward the init-hour observation is fitted on (`training.blend_fit`)."""
+        return self._period_loader("train", every_h, self.input_stations, 0.0)
+
+    def _period_loader(self, period: str, every_h: int, stations: Any, drop_prob: float) -> Any:
+        """Inits of the `period` ("train" / "val") every `every_h` hours, in order, scored at `stations`."""
         from features.windows import WindowSampler
 
         d = self.cfg.data
-        t = init_times(self.ds, self.periods["train"], every_h, d.history, d.leads, "train")
-        return self._in_order(WindowSampler(self.ds, t, target_stations=self.input_stations, drop_prob=0.0,
+        t = init_times(self.ds, self.periods[period], every_h, d.history, d.leads, period)
+        return self._in_order(WindowSampler(self.ds, t, target_stations=stations, drop_prob=drop_prob,
                                             **self._sampler_kw))
 
     def windows(self) -> dict[str, list[str]]:

@@ -33,10 +33,10 @@ def init_obs(ds, inits: np.ndarray, inputs: list[str]) -> np.ndarray:
 
 
 def blend(p50: np.ndarray, last: np.ndarray, a: np.ndarray) -> np.ndarray:
-    """p50 [N, L, 2, S], last [N, 2, S], a [L, 2] -> the blended P50 (unchanged where `last` is NaN)."""
-    lp, ll = log1p(p50), log1p(last)[:, None]
-    mixed = np.expm1((1 - a[None, :, :, None]) * lp + a[None, :, :, None] * ll)
-    return np.where(np.isfinite(ll), mixed, p50)
+    """p50 [N, L, 2, S], last [N, 2, S], a [L, 2] -> the blended P50 in ug m-3 (unchanged where `last` is NaN)."""
+    from training.blend_fit import apply_weights
+
+    return np.where(np.isfinite(last[:, None]), np.expm1(apply_weights(log1p(p50), log1p(last), a)), p50)
 
 
 def log1p(x: np.ndarray) -> np.ndarray:
