@@ -72,6 +72,7 @@ def test_minimal_config_and_overrides(tmp_path: Path) -> None:
     (MINIMAL, ["data.drop_prob=0", "optim.dropped_weight=3"], None, "data.drop_prob is 0: none is withheld"),
     (MINIMAL, ["optim.mirror_prob=0.7"], "optim.mirror_prob", "less than or equal to 0.5"),
     (MINIMAL, ["optim.persistence_blend_every_h=30"], None, "only with model.persistence_exact: true"),
+    (MINIMAL, ["optim.level_power=3"], "optim.level_power", "less than or equal to 2 (from --set optim.level_power=3)"),
 ])
 def test_bad_config_gives_clear_error(tmp_path: Path, text: str, overrides: list[str], where: str | None,
                                       words: str) -> None:

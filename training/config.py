@@ -308,11 +308,16 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
                                 file=str(path)))
     raw.setdefault("name", path.stem)
     apply_overrides(raw, overrides)
+    set_keys = {o.partition("=")[0].strip(): o for o in overrides or []}
     try:
         return TrainConfig.model_validate(raw)
     except ValidationError as ex:
-        raise DataError([Problem(_msg(e), file=str(path), key=".".join(str(p) for p in e["loc"]) or None)
-                         for e in ex.errors()]) from None
+        problems = []
+        for e in ex.errors():
+            key = ".".join(str(p) for p in e["loc"]) or None
+            given = f" (from --set {set_keys[key]})" if key in set_keys else ""
+            problems.append(Problem(_msg(e) + given, file=str(path), key=key))
+        raise DataError(problems) from None
 
 
 def _validated_model(m: dict[str, Any] | None) -> dict[str, Any]:
