@@ -117,3 +117,39 @@ def test_channels_checked_against_store(tiny_store, tmp_path: Path, caplog) -> N
     held = load_config(Path(CONFIGS[0]).with_name("tiny.yaml"), ["data.held_out_stations=[Nowhere]"])
     with pytest.raises(DataError, match="Nowhere"):
         split_stations(tiny_store, held)
+
+
+def test_extends_merges_sections_and_names_the_child(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text("name: base\n" + MINIMAL + "  held_out_stations: [A, B]\n"
+                                        "optim:\n  lr: 0.01\n  seed: 3\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: base.yaml\ndata:\n  held_out_stations: []\noptim:\n  seed: 7\n")
+    cfg = load_config(child, ["optim.lr=0.02"])
+    assert cfg.name == "child"  # its own file's name, not the base's
+    assert cfg.data.held_out_stations == [] and cfg.data.obs_vars == ["obs_pm25", "obs_o3"]  # lists replace
+    assert cfg.optim.seed == 7 and cfg.optim.lr == 0.02  # sections merge key by key; --set wins over both
+
+
+@pytest.mark.parametrize("base_text, child_text, words", [
+    (None, "extends: nowhere.yaml\n", "not found"),
+    ("extends: child.yaml\n" + MINIMAL, "extends: base.yaml\n", "circle"),
+    (MINIMAL, "extends: [base.yaml]\n", "one YAML file"),
+])
+def test_extends_errors_are_located(tmp_path: Path, base_text: str | None, child_text: str, words: str) -> None:
+    if base_text is not None:
+        (tmp_path / "base.yaml").write_text(base_text)
+    child = tmp_path / "child.yaml"
+    child.write_text(child_text)
+    with pytest.raises(DataError) as ei:
+        load_config(child)
+    assert words in str(ei.value)
+
+
+def test_operational_config_is_the_shipped_one_on_every_station() -> None:
+    """configs/beijing-operational.yaml: the scorecard config's network and budget, trained on all ten stations."""
+    root = Path(CONFIGS[0]).parent
+    ship, op = load_config(root / "beijing.yaml"), load_config(root / "beijing-operational.yaml")
+    assert op.data.held_out_stations == [] and op.name == "beijing-operational"
+    assert op.model == ship.model and op.optim == ship.optim
+    assert op.data.obs_vars == ship.data.obs_vars and op.data.forcing_vars == ship.data.forcing_vars
+    assert op.data.train_period[0] == ship.data.train_period[0] and op.data.val_period[1] == ship.data.val_period[1]

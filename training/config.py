@@ -2,8 +2,9 @@
 
 Variable roles are declared in the config (Anemoi-style): `data.obs_vars` (observed history), `data.forcing_vars`
 (known-future forcings, calendar included) and `data.static_vars` — store variable names as in
-docs/architecture.md. `load_config(path, overrides)` applies `key.sub=value` overrides (values parsed as YAML)
-and turns every validation problem into one `features.errors.Problem` line.
+docs/architecture.md. A config may start from another (`extends: beijing.yaml`, relative to it: its sections
+merge key by key, lists replace). `load_config(path, overrides)` applies `key.sub=value` overrides (values parsed
+as YAML) and turns every validation problem into one `features.errors.Problem` line.
 """
 from __future__ import annotations
 
@@ -292,13 +293,21 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[st
     return raw
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """Read, override and validate a YAML config; raise `DataError` (one problem per bad field)."""
+def merged(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """`child` over `base`: sections merge key by key (recursively), any other value (lists too) replaces."""
+    out = dict(base)
+    for k, v in child.items():
+        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_raw(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The YAML mapping of `path`, with an `extends: other.yaml` (relative to `path`) merged under it."""
     import yaml
 
-    path = Path(path)
     if not path.is_file():
-        raise DataError(Problem("config file not found", file=str(path)))
+        what = f"config named by 'extends' in {seen[-1]} not found" if seen else "config file not found"
+        raise DataError(Problem(what, file=str(path)))
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as ex:
@@ -306,6 +315,26 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     if not isinstance(raw, dict):
         raise DataError(Problem("the config must be a mapping of sections (data, model, optim, tracking)",
                                 file=str(path)))
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not base.strip():
+        raise DataError(Problem("'extends' must name one YAML file (relative to this one)", file=str(path),
+                                key="extends"))
+    parent = (path.parent / base).resolve()
+    if parent in seen or parent == path.resolve():
+        raise DataError(Problem(f"'extends' goes round in a circle at {parent}", file=str(path), key="extends"))
+    out = merged(read_raw(parent, seen + (path.resolve(),)), raw)
+    if "name" not in raw:
+        out.pop("name", None)  # a config is named after its own file unless it says otherwise
+    return out
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read (`extends` merged), override and validate a YAML config; raise `DataError` (one problem per bad
+    field)."""
+    path = Path(path)
+    raw = read_raw(path)
     raw.setdefault("name", path.stem)
     apply_overrides(raw, overrides)
     set_keys = {o.partition("=")[0].strip(): o for o in overrides or []}
