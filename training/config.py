@@ -321,10 +321,10 @@ def read_raw(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not isinstance(base, str) or not base.strip():
         raise DataError(Problem("'extends' must name one YAML file (relative to this one)", file=str(path),
                                 key="extends"))
-    parent = (path.parent / base).resolve()
-    if parent in seen or parent == path.resolve():
+    parent, chain = (path.parent / base).resolve(), seen + (path.resolve(),)
+    if parent in chain:
         raise DataError(Problem(f"'extends' goes round in a circle at {parent}", file=str(path), key="extends"))
-    out = merged(read_raw(parent, seen + (path.resolve(),)), raw)
+    out = merged(read_raw(parent, chain), raw)
     if "name" not in raw:
         out.pop("name", None)  # a config is named after its own file unless it says otherwise
     return out
